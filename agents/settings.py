@@ -1,0 +1,249 @@
+"""The agent's settings: `config/agent.yaml`, overridden by environment variables and `.env`.
+
+Precedence (highest first): environment variables, `.env`, the YAML file, defaults.
+Environment keys are `AGENT_` + the YAML path joined by `__`, e.g. `AGENT_MODEL__VOICE=Kore`.
+
+Secrets (LIVEKIT_API_SECRET, GOOGLE_API_KEY) are not settings: the agents framework and
+the Google plugin read them from the environment themselves, and nothing here logs them.
+"""
+
+from __future__ import annotations
+
+import os
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+from livekit.plugins.google.realtime.api_proto import Voice
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+DEFAULT_CONFIG_FILE = CONFIG_DIR / "agent.yaml"
+ENV_PREFIX = "AGENT_"
+ENV_DELIMITER = "__"
+
+VOICES: tuple[str, ...] = typing.get_args(Voice)
+
+# Half-cascade models: native audio in, text-to-speech out. Better tool use, but none of
+# the native-audio features (affective dialog, proactive audio, thinking).
+HALF_CASCADE_MODELS = frozenset(
+    {"gemini-live-2.5-flash-preview", "gemini-2.0-flash-live-001", "gemini-live-2.5-flash"}
+)
+DEFAULT_MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
+
+
+class _Section(BaseModel):
+    # A misspelt key in YAML must not be silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ThinkingSettings(_Section):
+    enabled: bool = False
+    budget_tokens: int | None = Field(default=None, ge=0, le=32768)
+    include_thoughts: bool = False
+
+
+class ContextCompressionSettings(_Section):
+    enabled: bool = True
+    trigger_tokens: int | None = Field(default=None, ge=1000)
+    target_tokens: int | None = Field(default=None, ge=100)
+
+    @model_validator(mode="after")
+    def _target_below_trigger(self) -> ContextCompressionSettings:
+        if self.trigger_tokens and self.target_tokens and self.target_tokens >= self.trigger_tokens:
+            raise ValueError(
+                f"target_tokens ({self.target_tokens}) must be below trigger_tokens "
+                f"({self.trigger_tokens})"
+            )
+        return self
+
+
+class ModelSettings(_Section):
+    name: str = DEFAULT_MODEL
+    voice: str = "Puck"
+    language: str | None = Field(default=None, description="BCP-47 code, e.g. en-US")
+    modality: Literal["audio", "text"] = "audio"
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    affective_dialog: bool = False
+    proactive_audio: bool = False
+    thinking: ThinkingSettings = ThinkingSettings()
+    input_transcription: bool = True
+    output_transcription: bool = True
+    context_compression: ContextCompressionSettings = ContextCompressionSettings()
+    session_resumption: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _model_name(cls, v: str) -> str:
+        v = v.strip().removeprefix("models/")
+        if not v or any(c.isspace() for c in v):
+            raise ValueError("must be a Gemini Live model name, e.g. " + DEFAULT_MODEL)
+        return v
+
+    @field_validator("voice")
+    @classmethod
+    def _voice(cls, v: str) -> str:
+        match = {name.lower(): name for name in VOICES}.get(v.strip().lower())
+        if match is None:
+            raise ValueError("must be one of the Gemini voices: " + ", ".join(VOICES))
+        return match
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, v: str | None) -> str | None:
+        if v is None or v.strip() == "":
+            return None
+        parts = v.strip().split("-")
+        if not (2 <= len(parts[0]) <= 3 and all(p.isalnum() and 0 < len(p) <= 8 for p in parts)):
+            raise ValueError("must be a BCP-47 language code such as en-US or ko-KR")
+        return v.strip()
+
+    @property
+    def is_half_cascade(self) -> bool:
+        return self.name in HALF_CASCADE_MODELS
+
+    @model_validator(mode="after")
+    def _native_audio_features(self) -> ModelSettings:
+        if self.is_half_cascade:
+            wanted = [
+                key
+                for key, on in (
+                    ("affective_dialog", self.affective_dialog),
+                    ("proactive_audio", self.proactive_audio),
+                    ("thinking.enabled", self.thinking.enabled),
+                )
+                if on
+            ]
+            if wanted:
+                raise ValueError(
+                    f"{', '.join(wanted)} need a native-audio model; {self.name!r} is a "
+                    "half-cascade model"
+                )
+        return self
+
+
+class TurnDetectionSettings(_Section):
+    # server_vad: Gemini detects speech. manual: push-to-talk, the client marks turns.
+    mode: Literal["server_vad", "manual"] = "server_vad"
+    start_sensitivity: Literal["high", "low"] = "high"
+    end_sensitivity: Literal["high", "low"] = "high"
+    prefix_padding_ms: int = Field(default=20, ge=0, le=2000)
+    silence_duration_ms: int = Field(default=500, ge=0, le=10000)
+    # Whether the user's speech interrupts the agent (barge-in).
+    interruptions: bool = True
+
+
+class VideoSettings(_Section):
+    enabled: bool = False
+    # Gemini Live takes at most about 1 frame per second of video.
+    fps: float = Field(default=1.0, gt=0.0, le=2.0)
+
+
+class AgentIdentitySettings(_Section):
+    # Explicit dispatch name; "" means automatic dispatch to every new room.
+    name: str = "gemini-agent"
+    instructions_file: str = "instructions.md"
+    # Speak first when a participant joins.
+    greet: bool = True
+    greeting_instructions: str = "Greet the user briefly and ask how you can help."
+
+    @field_validator("name")
+    @classmethod
+    def _dispatch_name(cls, v: str) -> str:
+        v = v.strip()
+        if len(v) > 128 or any(c.isspace() or c in "/\\" for c in v):
+            raise ValueError("must be at most 128 characters with no spaces or slashes")
+        return v
+
+
+class WebSettings(_Section):
+    # The product's HTTP server: the browser client and its token endpoint.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    token_ttl_s: int = Field(default=600, ge=30, le=86400)
+    allowed_origins: list[str] = []
+    rate_limit_per_minute: int = Field(default=30, ge=1, le=10000)
+
+
+class Settings(BaseSettings):
+    """Everything that shapes the agent, validated before any connection is made."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_DELIMITER,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",  # .env also holds LIVEKIT_* / GOOGLE_* keys that are not ours
+        yaml_file=str(DEFAULT_CONFIG_FILE),
+    )
+
+    agent: AgentIdentitySettings = AgentIdentitySettings()
+    model: ModelSettings = ModelSettings()
+    turn_detection: TurnDetectionSettings = TurnDetectionSettings()
+    video: VideoSettings = VideoSettings()
+    web: WebSettings = WebSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, dotenv_settings, YamlConfigSettingsSource(settings_cls))
+
+    def instructions(self) -> str:
+        path = CONFIG_DIR / self.agent.instructions_file
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise SettingsError(
+                f"agent.instructions_file = {self.agent.instructions_file!r}: cannot read "
+                f"{path} ({e.strerror})"
+            ) from None
+        if not text:
+            raise SettingsError(f"agent.instructions_file = {self.agent.instructions_file!r}: {path} is empty")
+        return text
+
+
+class SettingsError(Exception):
+    """A setting has a bad value; the message names the key, the value and what is allowed."""
+
+
+def load_settings(config_file: str | os.PathLike[str] | None = None) -> Settings:
+    """Load and validate the settings; raise SettingsError with one readable message."""
+    path = Path(config_file or os.environ.get("AGENT_CONFIG_FILE") or DEFAULT_CONFIG_FILE)
+    if not path.is_file():
+        raise SettingsError(f"config file {path} does not exist")
+    cls = type("Settings", (Settings,), {"model_config": {**Settings.model_config, "yaml_file": str(path)}})
+    try:
+        settings = cls()
+        settings.instructions()  # fail at start-up, not at the first call
+    except ValidationError as e:
+        raise SettingsError(_describe(e, path)) from None
+    except (ValueError, TypeError) as e:  # malformed YAML and the like
+        raise SettingsError(f"config file {path}: {e}") from None
+    return settings
+
+
+def _describe(error: ValidationError, path: Path) -> str:
+    lines = []
+    for err in error.errors():
+        loc = [str(p) for p in err["loc"]]
+        key = ".".join(loc) or "(top level)"
+        env_key = ENV_PREFIX + ENV_DELIMITER.join(loc).upper()
+        source = f"from {env_key}" if env_key in os.environ else f"in {path.name}"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown setting {key} ({source})")
+        else:
+            lines.append(f"{key} = {err.get('input')!r} ({source}): {msg}")
+    return "invalid settings: " + "; ".join(lines)
