@@ -10,6 +10,7 @@ the Google plugin read them from the environment themselves, and nothing here lo
 from __future__ import annotations
 
 import os
+import re
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -167,8 +168,38 @@ class WebSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     token_ttl_s: int = Field(default=600, ge=30, le=86400)
+    # Origins (scheme://host[:port]) besides the server's own that may call /api/token.
     allowed_origins: list[str] = []
     rate_limit_per_minute: int = Field(default=30, ge=1, le=10000)
+    # The LiveKit URL handed to browsers when it differs from LIVEKIT_URL (which the agent
+    # worker uses), e.g. a public wss:// address in front of an internal one. "" = LIVEKIT_URL.
+    livekit_public_url: str = ""
+    # Take the client address for rate limiting from the last X-Forwarded-For entry; only
+    # behind a reverse proxy that sets it, or every client could pick its own address.
+    trust_forwarded_for: bool = False
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        out = []
+        for origin in v:
+            o = origin.strip().rstrip("/").lower()
+            m = re.fullmatch(r"(https?)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?", o)
+            if not m:
+                raise ValueError(
+                    f"{origin!r} is not an origin; write scheme://host[:port], e.g. "
+                    "https://app.example.com (no path, no wildcard)"
+                )
+            out.append(o)
+        return out
+
+    @field_validator("livekit_public_url")
+    @classmethod
+    def _public_url(cls, v: str) -> str:
+        v = v.strip().rstrip("/")
+        if v and not re.fullmatch(r"(wss?|https?)://[^\s/?#]+(/[^\s?#]*)?", v):
+            raise ValueError("must be a ws://, wss://, http:// or https:// URL, or empty")
+        return v
 
 
 class Settings(BaseSettings):

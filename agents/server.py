@@ -1,0 +1,30 @@
+"""The agent worker: an AgentServer that LiveKit dispatches jobs to, one room per job.
+
+Scaling out is LiveKit's job: run this worker on more machines against the same LiveKit
+deployment (a Redis-backed livekit-server cluster or LiveKit Cloud); each worker reports
+its load and LiveKit's dispatcher spreads rooms across them.
+"""
+
+from __future__ import annotations
+
+from livekit.agents import AgentServer, JobContext, JobProcess
+
+from .session import run_session
+from .settings import Settings, load_settings
+
+
+def _prewarm(proc: JobProcess) -> None:
+    # Job processes are started ahead of time; load and check settings there, not on the
+    # hot path of a call.
+    proc.userdata["settings"] = load_settings()
+
+
+async def gemini_agent(ctx: JobContext) -> None:
+    settings = ctx.proc.userdata.get("settings") or load_settings()
+    await run_session(ctx, settings)
+
+
+def create_server(settings: Settings) -> AgentServer:
+    server = AgentServer(setup_fnc=_prewarm)
+    server.rtc_session(gemini_agent, agent_name=settings.agent.name)
+    return server

@@ -1,0 +1,62 @@
+"""One conversation: the room's participant ↔ AgentSession ↔ Gemini Live.
+
+Data path: the participant's WebRTC microphone (and camera / screen share when video is on)
+→ the framework's RoomIO → `GeminiRealtimeSession` (16 kHz PCM + JPEG over the Live
+WebSocket) → Gemini's 24 kHz speech → RoomIO's audio track back into the room, with both
+sides' transcripts published as `lk.transcription` text streams.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from livekit import rtc
+from livekit.agents import AgentSession, JobContext, room_io
+from livekit.agents.voice.agent_session import VoiceActivityVideoSampler
+
+from .assistant import Assistant
+from .model import build_realtime_model
+from .settings import Settings
+
+logger = logging.getLogger("gemini-agent")
+
+
+def room_options(settings: Settings, participant: rtc.RemoteParticipant) -> room_io.RoomOptions:
+    return room_io.RoomOptions(
+        participant_identity=participant.identity,
+        audio_input=True,
+        video_input=settings.video.enabled,
+        text_input=True,
+        audio_output=settings.model.modality == "audio",
+        text_output=True,
+    )
+
+
+def build_session(settings: Settings) -> AgentSession:
+    fps = settings.video.fps
+    return AgentSession(
+        llm=build_realtime_model(settings, settings.instructions()),
+        # Gemini detects speech itself: no local VAD model to load or run.
+        vad=None,
+        video_sampler=VoiceActivityVideoSampler(speaking_fps=fps, silent_fps=fps)
+        if settings.video.enabled
+        else None,
+        turn_handling={"interruption": {"enabled": settings.turn_detection.interruptions}},
+    )
+
+
+async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
+    await ctx.connect()
+    participant = await ctx.wait_for_participant()
+    is_phone_call = participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP
+    logger.info(
+        "starting session",
+        extra={"room": ctx.room.name, "participant": participant.identity, "sip": is_phone_call},
+    )
+    session = build_session(settings)
+    await session.start(
+        agent=Assistant(settings, hang_up_room=is_phone_call),
+        room=ctx.room,
+        room_options=room_options(settings, participant),
+    )
+    return session
