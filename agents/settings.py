@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import re
 import typing
+
+import yaml
 from pathlib import Path
 from typing import Any, Literal
 
@@ -260,7 +262,7 @@ def load_settings(config_file: str | os.PathLike[str] | None = None) -> Settings
         settings.instructions()  # fail at start-up, not at the first call
     except ValidationError as e:
         raise SettingsError(_describe(e, path)) from None
-    except (ValueError, TypeError) as e:  # malformed YAML and the like
+    except (ValueError, TypeError, yaml.YAMLError) as e:  # malformed YAML and the like
         raise SettingsError(f"config file {path}: {e}") from None
     return settings
 

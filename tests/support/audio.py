@@ -1,0 +1,100 @@
+"""Audio helpers for tests: real speech from espeak-ng, resampling with the SDK's own
+resampler, and the measurements the tests assert on (correlation, frequency, level)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import wave
+from pathlib import Path
+
+import numpy as np
+from livekit import rtc
+
+
+def speech_wav(text: str, path: Path, *, voice: str = "en", speed: int = 160) -> Path:
+    """Speak `text` into a WAV file with espeak-ng (22.05 kHz mono 16-bit)."""
+    if shutil.which("espeak-ng") is None:
+        raise RuntimeError("espeak-ng is not installed (apt-get install espeak-ng)")
+    subprocess.run(
+        ["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), text],
+        check=True,
+        capture_output=True,
+    )
+    return path
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    """Mono int16 samples and the sample rate of a 16-bit WAV file."""
+    with wave.open(str(path), "rb") as w:
+        if w.getsampwidth() != 2:
+            raise ValueError(f"{path}: expected 16-bit PCM")
+        data = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+        channels, rate = w.getnchannels(), w.getframerate()
+    if channels > 1:
+        data = data.reshape(-1, channels).mean(axis=1).astype(np.int16)
+    return data, rate
+
+
+def resample(pcm: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    if from_rate == to_rate:
+        return pcm.astype(np.int16)
+    rs = rtc.AudioResampler(from_rate, to_rate, num_channels=1)
+    out = []
+    step = from_rate // 100
+    for i in range(0, len(pcm), step):
+        chunk = np.ascontiguousarray(pcm[i : i + step], dtype=np.int16)
+        out += [np.frombuffer(f.data, dtype=np.int16) for f in rs.push(
+            rtc.AudioFrame(chunk.tobytes(), from_rate, 1, len(chunk)))]
+    out += [np.frombuffer(f.data, dtype=np.int16) for f in rs.flush()]
+    return np.concatenate(out) if out else np.zeros(0, np.int16)
+
+
+def frames_to_pcm(frames: list[rtc.AudioFrame]) -> tuple[np.ndarray, int]:
+    """Concatenate frames (mono or mixed down) into int16 samples at their common rate."""
+    if not frames:
+        return np.zeros(0, np.int16), 0
+    rate = frames[0].sample_rate
+    parts = []
+    for f in frames:
+        if f.sample_rate != rate:
+            raise ValueError("frames with different sample rates")
+        a = np.frombuffer(f.data, dtype=np.int16)
+        if f.num_channels > 1:
+            a = a.reshape(-1, f.num_channels).mean(axis=1).astype(np.int16)
+        parts.append(a)
+    return np.concatenate(parts), rate
+
+
+def trim_silence(pcm: np.ndarray, rate: int, *, threshold: float = 0.02) -> np.ndarray:
+    """Cut leading and trailing stretches quieter than `threshold` of full scale (10 ms windows)."""
+    win = max(1, rate // 100)
+    n = len(pcm) // win
+    if n == 0:
+        return pcm
+    rms = np.sqrt((pcm[: n * win].astype(np.float64).reshape(n, win) ** 2).mean(axis=1)) / 32768
+    loud = np.nonzero(rms > threshold)[0]
+    if len(loud) == 0:
+        return pcm[:0]
+    return pcm[loud[0] * win : (loud[-1] + 1) * win]
+
+
+def best_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak normalised cross-correlation of two signals over all lags (1.0 = same shape)."""
+    a = a.astype(np.float64) - a.mean()
+    b = b.astype(np.float64) - b.mean()
+    if not len(a) or not len(b) or not a.any() or not b.any():
+        return 0.0
+    n = 1 << int(np.ceil(np.log2(len(a) + len(b))))
+    xc = np.fft.irfft(np.fft.rfft(a, n) * np.conj(np.fft.rfft(b, n)), n)
+    return float(np.max(np.abs(xc)) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def dominant_frequency(pcm: np.ndarray, rate: int) -> float:
+    x = pcm.astype(np.float64) * np.hanning(len(pcm))
+    spectrum = np.abs(np.fft.rfft(x))
+    return float(np.fft.rfftfreq(len(x), 1 / rate)[np.argmax(spectrum[1:]) + 1])
+
+
+def rms(pcm: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(pcm.astype(np.float64) ** 2)) / 32768) if len(pcm) else 0.0
