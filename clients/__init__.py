@@ -1,0 +1,1 @@
+"""Command-line clients that talk to the voice agent through a LiveKit room."""
