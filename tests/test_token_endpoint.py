@@ -1,0 +1,386 @@
+"""POST /api/token, as a browser or a script sees it: grants, validation, rate limit, CORS.
+
+Runs the product's aiohttp app on 127.0.0.1 (aiohttp's TestServer) and decodes the tokens
+it returns with livekit-api's TokenVerifier, the check a LiveKit server makes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+from collections.abc import AsyncIterator
+
+import jwt
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from livekit import api
+
+from agents.settings import AgentIdentitySettings, Settings, WebSettings
+from agents.web import STATIC_DIR, ConfigError, LiveKitCredentials, create_app
+
+API_KEY = "APItest" + secrets.token_hex(4)
+API_SECRET = "sec-" + secrets.token_urlsafe(32)
+LIVEKIT_URL = "ws://127.0.0.1:7880"
+ALLOWED_ORIGIN = "https://app.example.com"
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def make_settings(agent_name: str = "test-agent", **web: object) -> Settings:
+    web_settings = {"token_ttl_s": 600, "allowed_origins": [ALLOWED_ORIGIN], "rate_limit_per_minute": 1000}
+    web_settings.update(web)
+    return Settings(agent=AgentIdentitySettings(name=agent_name), web=WebSettings(**web_settings))
+
+
+CREDENTIALS = LiveKitCredentials(LIVEKIT_URL, API_KEY, API_SECRET)
+
+
+async def start(settings: Settings) -> TestClient:
+    client = TestClient(TestServer(create_app(settings, CREDENTIALS), host="127.0.0.1"))
+    await client.start_server()
+    return client
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[TestClient]:
+    c = await start(make_settings())
+    yield c
+    await c.close()
+
+
+def verify(token: str) -> api.Claims:
+    return api.TokenVerifier(API_KEY, API_SECRET).verify(token)
+
+
+async def post_token(client: TestClient, body: object, headers: dict[str, str] | None = None):
+    return await client.post("/api/token", data=json.dumps(body), headers={**JSON_HEADERS, **(headers or {})})
+
+
+# --- grants ---------------------------------------------------------------------------
+
+
+async def test_token_grants_one_room_with_least_privilege(client: TestClient) -> None:
+    resp = await post_token(client, {"room": "support-1", "identity": "alice", "name": "Alice A."})
+    assert resp.status == 200
+    assert resp.headers["Cache-Control"] == "no-store"
+    body = await resp.json()
+    assert set(body) == {"server_url", "participant_token", "room", "identity", "expires_at"}
+    assert body["server_url"] == LIVEKIT_URL
+    assert body["room"] == "support-1"
+    assert body["identity"] == "alice"
+
+    claims = verify(body["participant_token"])
+    assert claims.identity == "alice"
+    assert claims.name == "Alice A."
+    video = claims.video
+    assert video is not None
+    assert video.room_join is True
+    assert video.room == "support-1"
+    assert video.can_publish is True
+    assert sorted(video.can_publish_sources or []) == sorted(
+        ["microphone", "camera", "screen_share", "screen_share_audio"]
+    )
+    assert video.can_subscribe is True
+    assert video.can_publish_data is True
+    # Nothing beyond joining that one room.
+    for grant in ("room_admin", "room_create", "room_list", "room_record", "recorder", "agent",
+                  "ingress_admin", "hidden", "can_update_own_metadata", "destination_room"):
+        assert not getattr(video, grant), grant
+    assert claims.sip is not None and not claims.sip.admin and not claims.sip.call
+    assert claims.agent is None
+    assert not claims.metadata and not claims.attributes
+
+
+async def test_token_dispatches_the_agent_by_name(client: TestClient) -> None:
+    body = await (await post_token(client, {"room": "r1"})).json()
+    claims = verify(body["participant_token"])
+    assert claims.room_config is not None
+    assert [d.agent_name for d in claims.room_config.agents] == ["test-agent"]
+
+
+async def test_automatic_dispatch_puts_no_room_config_in_the_token() -> None:
+    c = await start(make_settings(agent_name=""))
+    try:
+        body = await (await post_token(c, {"room": "r1"})).json()
+        claims = verify(body["participant_token"])
+        assert claims.room_config is None or not claims.room_config.agents
+    finally:
+        await c.close()
+
+
+async def test_token_lifetime_comes_from_settings() -> None:
+    c = await start(make_settings(token_ttl_s=123))
+    try:
+        body = await (await post_token(c, {"room": "r1"})).json()
+        raw = jwt.decode(body["participant_token"], API_SECRET, algorithms=["HS256"], issuer=API_KEY)
+        assert raw["exp"] - raw["nbf"] == 123
+        assert body["expires_at"] == raw["exp"]
+    finally:
+        await c.close()
+
+
+async def test_default_lifetime_is_ten_minutes() -> None:
+    assert WebSettings().token_ttl_s == 600
+    c = await start(Settings(web=WebSettings(allowed_origins=[])))
+    try:
+        body = await (await post_token(c, {"room": "r1"})).json()
+        raw = jwt.decode(body["participant_token"], API_SECRET, algorithms=["HS256"], issuer=API_KEY)
+        assert raw["exp"] - raw["nbf"] == 600
+    finally:
+        await c.close()
+
+
+async def test_server_assigns_a_fresh_identity_when_none_is_given(client: TestClient) -> None:
+    first = await (await post_token(client, {"room": "r1"})).json()
+    second = await (await post_token(client, {"room": "r1", "name": "Bob"})).json()
+    assert re.fullmatch(r"user-[0-9a-f]{12}", first["identity"])
+    assert first["identity"] != second["identity"]
+    assert verify(first["participant_token"]).identity == first["identity"]
+
+
+async def test_public_url_setting_is_what_browsers_get() -> None:
+    c = await start(make_settings(livekit_public_url="https://lk.example.com"))
+    try:
+        body = await (await post_token(c, {"room": "r1"})).json()
+        assert body["server_url"] == "wss://lk.example.com"
+    finally:
+        await c.close()
+
+
+# --- validation -----------------------------------------------------------------------
+
+BAD_BODIES = [
+    ({}, "room"),
+    ({"room": ""}, "room"),
+    ({"room": "has space"}, "room"),
+    ({"room": "x" * 65}, "room"),
+    ({"room": "../etc"}, "room"),
+    ({"room": "-leading-dash"}, "room"),
+    ({"room": 42}, "room"),
+    ({"room": None}, "room"),
+    ({"room": "r1", "identity": ""}, "identity"),
+    ({"room": "r1", "identity": "bad/identity"}, "identity"),
+    ({"room": "r1", "identity": "émile"}, "identity"),
+    ({"room": "r1", "identity": "i" * 65}, "identity"),
+    ({"room": "r1", "identity": ["alice"]}, "identity"),
+    ({"room": "r1", "identity": "agent-AJ_123"}, "identity"),
+    ({"room": "r1", "name": "n" * 65}, "name"),
+    ({"room": "r1", "name": "bell\x07"}, "name"),
+    ({"room": "r1", "name": 7}, "name"),
+    ({"room": "r1", "admin": True}, "admin"),
+    (["r1"], "body"),
+    ("r1", "body"),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), BAD_BODIES)
+async def test_bad_fields_are_refused_with_a_reason_naming_the_field(
+    client: TestClient, body: object, field: str
+) -> None:
+    resp = await post_token(client, body)
+    assert resp.status == 400
+    err = await resp.json()
+    assert err["field"] == field
+    assert field in err["error"] or field == "body" and "JSON" in err["error"]
+
+
+async def test_boundary_lengths_are_accepted(client: TestClient) -> None:
+    resp = await post_token(client, {"room": "r" * 64, "identity": "i" * 64, "name": "n" * 64})
+    assert resp.status == 200
+    resp = await post_token(client, {"room": "a", "identity": "b.c_d-e"})
+    assert resp.status == 200
+
+
+async def test_malformed_json_is_refused(client: TestClient) -> None:
+    resp = await client.post("/api/token", data=b'{"room": "r1"', headers=JSON_HEADERS)
+    assert resp.status == 400
+    assert (await resp.json())["field"] == "body"
+
+
+async def test_wrong_content_type_is_refused(client: TestClient) -> None:
+    resp = await client.post("/api/token", data=b'{"room": "r1"}', headers={"Content-Type": "text/plain"})
+    assert resp.status == 415
+    err = await resp.json()
+    assert err["field"] == "content-type"
+    assert "application/json" in err["error"]
+
+
+async def test_oversized_body_is_refused(client: TestClient) -> None:
+    big = json.dumps({"room": "r1", "name": "x" * 10_000}).encode()
+    resp = await client.post("/api/token", data=big, headers=JSON_HEADERS)
+    assert resp.status == 413
+    assert (await resp.json())["field"] == "body"
+
+
+async def test_oversized_chunked_body_is_refused(client: TestClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"room": "r1", "name": "'
+        for _ in range(10):
+            yield b"x" * 1000
+        yield b'"}'
+
+    resp = await client.post("/api/token", data=chunks(), headers=JSON_HEADERS)
+    assert resp.status == 413
+    assert (await resp.json())["field"] == "body"
+
+
+async def test_only_post_is_served(client: TestClient) -> None:
+    resp = await client.get("/api/token")
+    assert resp.status == 405
+
+
+# --- rate limit -----------------------------------------------------------------------
+
+
+async def test_rate_limit_answers_429_with_retry_after() -> None:
+    c = await start(make_settings(rate_limit_per_minute=3))
+    try:
+        statuses = [(await post_token(c, {"room": "r1"})).status for _ in range(3)]
+        assert statuses == [200, 200, 200]
+        resp = await post_token(c, {"room": "r1"})
+        assert resp.status == 429
+        retry_after = int(resp.headers["Retry-After"])
+        assert 1 <= retry_after <= 60
+        err = await resp.json()
+        assert err["field"] == "client"
+        assert "too many" in err["error"]
+        # Bad requests count too, so the limit also caps probing.
+        assert (await post_token(c, {"room": "bad room"})).status == 429
+    finally:
+        await c.close()
+
+
+async def test_rate_limit_is_per_client_address_behind_a_trusted_proxy() -> None:
+    c = await start(make_settings(rate_limit_per_minute=2, trust_forwarded_for=True))
+    try:
+        a = {"X-Forwarded-For": "203.0.113.7"}
+        b = {"X-Forwarded-For": "198.51.100.1, 203.0.113.8"}
+        assert [(await post_token(c, {"room": "r1"}, a)).status for _ in range(3)] == [200, 200, 429]
+        assert (await post_token(c, {"room": "r1"}, b)).status == 200
+    finally:
+        await c.close()
+
+
+async def test_forwarded_for_is_ignored_unless_trusted() -> None:
+    c = await start(make_settings(rate_limit_per_minute=2))
+    try:
+        statuses = [
+            (await post_token(c, {"room": "r1"}, {"X-Forwarded-For": f"203.0.113.{i}"})).status
+            for i in range(3)
+        ]
+        assert statuses == [200, 200, 429]
+    finally:
+        await c.close()
+
+
+# --- CORS -----------------------------------------------------------------------------
+
+
+async def test_preflight_from_an_allowed_origin_is_answered(client: TestClient) -> None:
+    resp = await client.options(
+        "/api/token",
+        headers={
+            "Origin": ALLOWED_ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
+    assert resp.status == 204
+    assert resp.headers["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
+    assert "POST" in resp.headers["Access-Control-Allow-Methods"]
+    assert "content-type" in resp.headers["Access-Control-Allow-Headers"].lower()
+
+
+async def test_post_from_an_allowed_origin_echoes_it(client: TestClient) -> None:
+    resp = await post_token(client, {"room": "r1"}, {"Origin": ALLOWED_ORIGIN})
+    assert resp.status == 200
+    assert resp.headers["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
+    assert "Origin" in resp.headers["Vary"]
+    # Errors are readable by the allowed page too, so it can show the reason.
+    resp = await post_token(client, {"room": "bad room"}, {"Origin": ALLOWED_ORIGIN})
+    assert resp.status == 400
+    assert resp.headers["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
+
+
+async def test_same_origin_is_allowed(client: TestClient) -> None:
+    own = f"http://{client.host}:{client.port}"
+    resp = await post_token(client, {"room": "r1"}, {"Origin": own})
+    assert resp.status == 200
+    assert resp.headers["Access-Control-Allow-Origin"] == own
+
+
+@pytest.mark.parametrize(
+    "origin", ["https://evil.example.net", "http://app.example.com", "https://app.example.com.evil.net", "null"]
+)
+async def test_other_origins_get_no_cors_and_no_token(client: TestClient, origin: str) -> None:
+    pre = await client.options(
+        "/api/token", headers={"Origin": origin, "Access-Control-Request-Method": "POST"}
+    )
+    assert "Access-Control-Allow-Origin" not in pre.headers
+    assert pre.status == 403
+    resp = await post_token(client, {"room": "r1"}, {"Origin": origin})
+    assert resp.status == 403
+    assert "Access-Control-Allow-Origin" not in resp.headers
+    body = await resp.json()
+    assert body["field"] == "origin"
+    assert "participant_token" not in body
+
+
+# --- the secret -----------------------------------------------------------------------
+
+
+async def test_the_api_secret_never_appears_in_responses_or_logs(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    seen: list[str] = []
+
+    async def record(resp) -> None:  # type: ignore[no-untyped-def]
+        seen.append(str(resp.status) + repr(dict(resp.headers)) + (await resp.read()).decode("utf-8", "replace"))
+
+    await record(await post_token(client, {"room": "r1", "identity": "alice"}))
+    await record(await post_token(client, {"room": "r1"}, {"Origin": ALLOWED_ORIGIN}))
+    await record(await post_token(client, {"room": "bad room"}))
+    await record(await client.post("/api/token", data=b"x", headers={"Content-Type": "text/plain"}))
+    await record(await client.options("/api/token", headers={"Origin": ALLOWED_ORIGIN}))
+    await record(await post_token(client, {"room": "r1"}, {"Origin": "https://evil.example.net"}))
+    await record(await client.get("/"))
+    await record(await client.get("/healthz"))
+    await record(await client.get("/no-such-page"))
+    for name in ("app.js", "app.css"):
+        await record(await client.get(f"/static/{name}"))
+
+    everything = "\n".join(seen)
+    assert "participant_token" in everything  # the responses were really collected
+    assert API_SECRET not in everything
+    assert API_SECRET not in caplog.text
+    assert API_SECRET not in repr(CREDENTIALS)
+
+
+def test_missing_credentials_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIVEKIT_URL", "ws://127.0.0.1:7880")
+    monkeypatch.setenv("LIVEKIT_API_KEY", "k")
+    monkeypatch.delenv("LIVEKIT_API_SECRET", raising=False)
+    with pytest.raises(ConfigError, match="LIVEKIT_API_SECRET"):
+        create_app(make_settings())
+
+
+# --- the page -------------------------------------------------------------------------
+
+
+async def test_the_client_page_and_its_bundle_are_served_from_this_server(client: TestClient) -> None:
+    resp = await client.get("/")
+    assert resp.status == 200
+    html = await resp.text()
+    assert "<html" in html.lower()
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert "/static/app.js" in assets and "/static/app.css" in assets
+    # Everything the page loads comes from this server: no CDN at run time.
+    assert all(a.startswith("/static/") for a in assets), assets
+    csp = resp.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "ws://127.0.0.1:7880" in csp
+    js = await client.get("/static/app.js")
+    assert js.status == 200
+    assert "javascript" in js.headers["Content-Type"]
+    assert (STATIC_DIR / "app.js").stat().st_size > 100_000  # livekit-client is bundled in

@@ -1,0 +1,55 @@
+// Bundles src/ into ../agents/web/static/ (committed, so the product serves the client
+// without Node.js). `node build.mjs --check` rebuilds into a temporary directory and fails
+// if the committed bundle differs, i.e. if someone changed src/ without rebuilding.
+import { build } from 'esbuild';
+import { copyFile, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const target = join(here, '..', 'agents', 'web', 'static');
+const check = process.argv.includes('--check');
+const out = check ? await mkdtemp(join(tmpdir(), 'web-build-')) : target;
+
+await build({
+  entryPoints: [join(here, 'src', 'app.js')],
+  outfile: join(out, 'app.js'),
+  bundle: true,
+  format: 'esm',
+  platform: 'browser',
+  target: ['es2020', 'chrome100', 'firefox100', 'safari15'],
+  minify: true,
+  legalComments: 'eof',
+  sourcemap: false,
+  charset: 'utf8',
+  logLevel: 'warning',
+  define: { 'process.env.NODE_ENV': '"production"' },
+});
+await build({
+  entryPoints: [join(here, 'src', 'app.css')],
+  outfile: join(out, 'app.css'),
+  bundle: true,
+  minify: true,
+  logLevel: 'warning',
+});
+await copyFile(join(here, 'src', 'index.html'), join(out, 'index.html'));
+
+if (check) {
+  const stale = [];
+  for (const name of await readdir(out)) {
+    const [a, b] = await Promise.all([
+      readFile(join(out, name)),
+      readFile(join(target, name)).catch(() => null),
+    ]);
+    if (!b || !a.equals(b)) stale.push(name);
+  }
+  await rm(out, { recursive: true, force: true });
+  if (stale.length) {
+    console.error(`agents/web/static is out of date (${stale.join(', ')}): run npm ci && npm run build in web/`);
+    process.exit(1);
+  }
+  console.log('agents/web/static matches web/src');
+} else {
+  console.log(`built ${target}`);
+}
