@@ -15,8 +15,8 @@ Public API (stable; used by devstack/livekit/twirp.py)::
     await manager.delete_room(name)               # everyone leaves with ROOM_DELETED
     await manager.dispatch_agent(room_name, agent_name, metadata="", attributes=None)
         -> agent_dispatch.AgentDispatch         # creates the room if needed
-    manager.list_dispatches(room_name, dispatch_id="") -> list[AgentDispatch]
-    await manager.delete_dispatch(room_name, dispatch_id) -> AgentDispatch | None
+    manager.list_dispatches(room_name, dispatch_id="") -> list[AgentDispatch]  # with state.jobs
+    await manager.delete_dispatch(room_name, dispatch_id) -> AgentDispatch    # NotFoundError
     manager.on(event, callback)                   # events listed in RoomManager.EVENTS
 
     room.sid .name .metadata .created_at .participants (dict[identity, Participant])
@@ -246,7 +246,7 @@ class Room:
         self.created_at = time.time()
         self.participants: dict[str, Participant] = {}
         self.dispatches: dict[str, proto_dispatch.AgentDispatch] = {}
-        self.jobs: dict[str, proto_agent.Job] = {}  # job id -> Job (state kept current)
+        self.jobs: dict[str, proto_agent.Job] = {}  # job id -> Job (state kept current by the dispatcher)
         self.first_joined_at: float | None = None
         self.last_left_at: float | None = None
         self.closed = False
@@ -699,7 +699,9 @@ class RoomManager:
         room._cancel_timer()
         # agent jobs end with the room: workers get JobTermination
         if self.agent_dispatcher is not None:
-            for job_id in list(room.jobs):
+            for job_id, job in list(room.jobs.items()):
+                if job.state.status not in (proto_agent.JS_PENDING, proto_agent.JS_RUNNING):
+                    continue
                 try:
                     await self.agent_dispatcher.terminate_job(job_id)
                 except Exception:
@@ -748,30 +750,42 @@ class RoomManager:
             if not self.config.room.auto_create:
                 raise NotFoundError(f"room {room_name} not found")
             room = self.create_room(room_name)
-        return self._add_dispatch(room, agent_name, metadata, attributes)
+        d = self._add_dispatch(room, agent_name, metadata, attributes)
+        return self.list_dispatches(room.name, d.id)[0]
 
     def list_dispatches(self, room_name: str, dispatch_id: str = "") -> list[proto_dispatch.AgentDispatch]:
+        """Copies of the room's dispatches, each with its jobs' current state."""
         room = self.rooms.get(room_name)
         if room is None:
             return []
-        return [d for d in room.dispatches.values() if not dispatch_id or d.id == dispatch_id]
+        out = []
+        for d in room.dispatches.values():
+            if dispatch_id and d.id != dispatch_id:
+                continue
+            c = proto_dispatch.AgentDispatch()
+            c.CopyFrom(d)
+            c.state.jobs.extend(j for j in room.jobs.values() if j.dispatch_id == d.id)
+            out.append(c)
+        return out
 
-    async def delete_dispatch(self, room_name: str, dispatch_id: str) -> proto_dispatch.AgentDispatch | None:
+    async def delete_dispatch(self, room_name: str, dispatch_id: str) -> proto_dispatch.AgentDispatch:
         """Removes the dispatch and terminates its jobs (workers get JobTermination)."""
         room = self.rooms.get(room_name)
         if room is None or dispatch_id not in room.dispatches:
             raise NotFoundError("dispatch ID not found")
-        dispatch = room.dispatches.pop(dispatch_id)
+        dispatch = self.list_dispatches(room_name, dispatch_id)[0]
+        del room.dispatches[dispatch_id]
         dispatch.state.deleted_at = time.time_ns()
         if self.agent_dispatcher is not None:
-            for job in list(dispatch.state.jobs):
-                await self.agent_dispatcher.terminate_job(job.id)
+            for job in list(room.jobs.values()):
+                if job.dispatch_id == dispatch_id:
+                    await self.agent_dispatcher.terminate_job(job.id)
         return dispatch
 
-    def record_job(self, room: Room, dispatch: proto_dispatch.AgentDispatch, job: proto_agent.Job) -> None:
-        """Called by the dispatcher once a worker accepted a job."""
+    def record_job(self, room: Room, job: proto_agent.Job) -> None:
+        """Called by the dispatcher once a worker accepted a job. The Job object is
+        shared with the dispatcher, which keeps its state current."""
         room.jobs[job.id] = job
-        dispatch.state.jobs.append(job)
 
     def find_job(self, job_id: str) -> tuple[Room, proto_agent.Job] | None:
         for room in self.rooms.values():
