@@ -300,14 +300,15 @@ class LiveSession:
         if "video" in body:
             blobs.append(body["video"])
         for blob in blobs:
+            # state first, then the record: waiters' predicates may look at the state
             if blob.mime_type.lower().startswith("audio/"):
-                self._record("audio", blob)
                 pcm = resample_pcm(blob.data, pcm_rate(blob.mime_type), INPUT_RATE)
                 self.audio_in += pcm
+                self._record("audio", blob)
                 await self._on_audio(pcm)
             else:
-                self._record("video", blob)
                 self.video_frames.append(VideoFrame(blob.data, blob.mime_type, time.monotonic()))
+                self._record("video", blob)
         if "text" in body:
             self._record("text", body["text"])
             await self._interrupt()

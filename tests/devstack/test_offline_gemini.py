@@ -1,0 +1,414 @@
+"""The offline Gemini Live server, driven by the real google-genai client.
+
+The client reaches the server only through google-genai's own environment variables
+(GOOGLE_GEMINI_BASE_URL, SSL_CERT_FILE, GOOGLE_API_KEY), as the product does. Raw
+websockets are used only where the real client cannot produce the input (malformed
+frames, a missing API key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import shutil
+import ssl
+import subprocess
+import wave
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+
+import numpy as np
+import pytest
+import websockets
+from google import genai
+from google.genai import errors, types
+
+from devstack.gemini import OfflineGeminiServer
+from devstack.gemini.audio import float_to_pcm, pcm_to_float, resample, synth_speech
+
+MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
+AUDIO_CONFIG = {
+    "response_modalities": ["AUDIO"],
+    "input_audio_transcription": {},
+    "output_audio_transcription": {},
+}
+TEXT_CONFIG = {"response_modalities": ["TEXT"], "input_audio_transcription": {}}
+CHUNK = 1600  # 50 ms at 16 kHz, 16-bit: what the livekit plugin sends
+
+
+# ---- fixtures ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
+    """Two short spoken phrases at 16 kHz (float), made with espeak-ng."""
+    assert shutil.which("espeak-ng"), "espeak-ng is required to synthesise test speech"
+    out: dict[str, np.ndarray] = {}
+    for name, text in {"hello": "Hello there, friend.", "stop": "Wait, stop."}.items():
+        path = tmp_path_factory.mktemp("speech") / f"{name}.wav"
+        subprocess.run(["espeak-ng", "-s", "190", "-w", str(path), text], check=True)
+        with wave.open(str(path)) as w:
+            x = pcm_to_float(w.readframes(w.getnframes()))
+            out[name] = resample(x, w.getframerate(), 16_000)
+    return out
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[OfflineGeminiServer]:
+    async with OfflineGeminiServer(host="127.0.0.1", port=0, cert_dir=tmp_path) as srv:
+        yield srv
+
+
+@pytest.fixture
+def client(server: OfflineGeminiServer, monkeypatch: pytest.MonkeyPatch) -> genai.Client:
+    """A genai Client configured exclusively through the environment."""
+    for var in ("GEMINI_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GENAI_API_VERSION"):
+        monkeypatch.delenv(var, raising=False)
+    for key, value in server.client_env().items():
+        monkeypatch.setenv(key, value)
+    return genai.Client()  # SSL_CERT_FILE is read here
+
+
+# ---- helpers -------------------------------------------------------------------------
+
+def pcm16k(x: np.ndarray, trailing_silence_s: float = 0.8) -> bytes:
+    return float_to_pcm(np.concatenate([x, np.zeros(int(trailing_silence_s * 16_000), np.float32)]))
+
+
+async def send_audio(session: Any, pcm: bytes) -> None:
+    for i in range(0, len(pcm), CHUNK):
+        await session.send_realtime_input(audio=types.Blob(data=pcm[i : i + CHUNK], mime_type="audio/pcm;rate=16000"))
+
+
+async def receive_until(session: Any, pred: Callable[[types.LiveServerMessage], bool],
+                        timeout: float = 15.0) -> list[types.LiveServerMessage]:
+    """Every message up to and including the first that matches pred (across turns)."""
+    got: list[types.LiveServerMessage] = []
+
+    async def run() -> list[types.LiveServerMessage]:
+        while True:
+            async for msg in session.receive():
+                got.append(msg)
+                if pred(msg):
+                    return got
+
+    return await asyncio.wait_for(run(), timeout)
+
+
+def turn_complete(msg: types.LiveServerMessage) -> bool:
+    return bool(msg.server_content and msg.server_content.turn_complete)
+
+
+def audio_of(msgs: list[types.LiveServerMessage]) -> bytes:
+    return b"".join(m.data for m in msgs if m.data)
+
+
+def text_of(msgs: list[types.LiveServerMessage], field: str) -> str:
+    out = []
+    for m in msgs:
+        t = getattr(m.server_content, field, None) if m.server_content else None
+        if t and t.text:
+            out.append(t.text)
+    return "".join(out)
+
+
+def best_correlation(reference: np.ndarray, other: np.ndarray) -> float:
+    """Pearson correlation at the best alignment (both at the same rate)."""
+    cc = np.correlate(other, reference, "full")
+    lag = int(cc.argmax()) - (len(reference) - 1)
+    a, b = reference[max(-lag, 0) :], other[max(lag, 0) :]
+    n = min(len(a), len(b))
+    return float(np.corrcoef(a[:n], b[:n])[0, 1])
+
+
+def raw_ssl(server: OfflineGeminiServer) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=server.ca_bundle)
+
+
+def ws_url(server: OfflineGeminiServer, version: str = "v1beta") -> str:
+    base = server.base_url.replace("https://", "wss://")
+    return f"{base}/ws/google.ai.generativelanguage.{version}.GenerativeService.BidiGenerateContent"
+
+
+# ---- audio in, echo out --------------------------------------------------------------
+
+async def test_speech_is_echoed_at_24khz_with_transcriptions(server, client, speech):
+    server.script.transcripts[1] = "Hello there, friend."
+    async with client.aio.live.connect(model=MODEL, config=AUDIO_CONFIG) as session:
+        await send_audio(session, pcm16k(speech["hello"]))
+        msgs = await receive_until(session, turn_complete)
+
+    assert text_of(msgs, "input_transcription") == "Hello there, friend."
+    assert text_of(msgs, "output_transcription") == "Hello there, friend."
+    parts = [p for m in msgs if m.server_content and m.server_content.model_turn
+             for p in m.server_content.model_turn.parts]
+    assert parts and all(p.inline_data.mime_type == "audio/pcm;rate=24000" for p in parts)
+    # chunks of 20-40 ms, like the service
+    assert max(len(p.inline_data.data) for p in parts) <= 24_000 * 2 * 40 // 1000
+    flags = [k for m in msgs if m.server_content for k in ("generation_complete", "turn_complete")
+             if getattr(m.server_content, k)]
+    assert flags == ["generation_complete", "turn_complete"]
+    assert any(m.usage_metadata and m.usage_metadata.total_token_count for m in msgs)
+
+    reply = resample(pcm_to_float(audio_of(msgs)), 24_000, 16_000)
+    assert best_correlation(speech["hello"], reply) >= 0.9
+
+    recorded = server.sessions[0]
+    assert recorded.model == MODEL
+    assert recorded.setup["generation_config"]["response_modalities"] == ["AUDIO"]
+    assert bytes(recorded.audio_in) == pcm16k(speech["hello"])
+    assert recorded.kinds[0] == "setup" and set(recorded.kinds[1:]) == {"audio"}
+
+
+async def test_manual_activity_detection_uses_activity_start_and_end(server, client, speech):
+    config = dict(AUDIO_CONFIG, realtime_input_config={"automatic_activity_detection": {"disabled": True}})
+    async with client.aio.live.connect(model=MODEL, config=config) as session:
+        await session.send_realtime_input(activity_start=types.ActivityStart())
+        await send_audio(session, float_to_pcm(speech["hello"]))
+        await session.send_realtime_input(activity_end=types.ActivityEnd())
+        msgs = await receive_until(session, turn_complete)
+
+    # no transcript registered: a deterministic placeholder describes the utterance
+    secs = len(speech["hello"]) / 16_000
+    assert text_of(msgs, "input_transcription") == f"utterance 1 ({secs:.2f} s)"
+    reply = resample(pcm_to_float(audio_of(msgs)), 24_000, 16_000)
+    assert best_correlation(speech["hello"], reply) >= 0.9
+
+
+async def test_user_speech_interrupts_the_reply(server, client, speech):
+    long_reply = synth_speech("this is a long scripted answer that the user will cut short " * 2)
+    server.script.reply(1, text="a long answer", audio=long_reply)
+    async with client.aio.live.connect(model=MODEL, config=AUDIO_CONFIG) as session:
+        await send_audio(session, pcm16k(speech["hello"]))
+        first = await receive_until(session, lambda m: bool(m.data))
+        await send_audio(session, pcm16k(speech["stop"]))  # barge in
+        rest = await receive_until(session, turn_complete)
+        interrupted_at = next(i for i, m in enumerate(rest) if m.server_content and m.server_content.interrupted)
+        assert not audio_of(rest[interrupted_at:])  # nothing more of the interrupted reply
+        assert len(audio_of(first + rest)) < len(long_reply)
+
+        # the interrupting utterance is answered next, as an echo
+        second = await receive_until(session, turn_complete)
+    reply = resample(pcm_to_float(audio_of(second)), 24_000, 16_000)
+    assert best_correlation(speech["stop"], reply) >= 0.9
+
+
+# ---- text ----------------------------------------------------------------------------
+
+async def test_text_modality_answers_text_turns(server, client):
+    async with client.aio.live.connect(model=MODEL, config=TEXT_CONFIG) as session:
+        await session.send_client_content(turns=types.Content(role="user", parts=[types.Part(text="Hi there")]))
+        msgs = await receive_until(session, turn_complete)
+        assert "".join(m.text or "" for m in msgs) == "You said: Hi there"
+        assert not audio_of(msgs)
+
+        await session.send_realtime_input(text="What time is it?")
+        msgs = await receive_until(session, turn_complete)
+        assert "".join(m.text or "" for m in msgs) == "You said: What time is it?"
+
+        # the plugin's generate_reply(instructions=...) on older models
+        await session.send_client_content(turns=[
+            types.Content(role="model", parts=[types.Part(text="Greet the user warmly.")]),
+            types.Content(role="user", parts=[types.Part(text=".")]),
+        ])
+        msgs = await receive_until(session, turn_complete)
+        assert "".join(m.text or "" for m in msgs) == "Hello! You asked me to: Greet the user warmly."
+
+    history = [(h["role"], h.get("text")) for h in server.sessions[0].conversation.history]
+    assert ("user", "Hi there") in history and ("model", "You said: What time is it?") in history
+
+
+async def test_text_turn_in_audio_modality_is_spoken(server, client):
+    async with client.aio.live.connect(model=MODEL, config=AUDIO_CONFIG) as session:
+        await session.send_client_content(turns=types.Content(role="user", parts=[types.Part(text="Hi")]))
+        msgs = await receive_until(session, turn_complete)
+    assert text_of(msgs, "output_transcription") == "You said: Hi"
+    assert len(audio_of(msgs)) > 24_000 * 2 * 0.3  # some real audio, not a click
+
+
+# ---- tools ---------------------------------------------------------------------------
+
+async def test_tool_call_round_trip(server, client):
+    server.script.tool_call(1, "get_weather", {"city": "Paris"})
+    server.script.tool_call(2, "book_table", {"people": 2})
+    config = dict(AUDIO_CONFIG, tools=[{"function_declarations": [
+        {"name": "get_weather", "description": "weather for a city"},
+        {"name": "book_table", "description": "book a table"},
+    ]}])
+    async with client.aio.live.connect(model=MODEL, config=config) as session:
+        await session.send_client_content(turns=types.Content(role="user", parts=[types.Part(text="Weather in Paris?")]))
+        msgs = await receive_until(session, lambda m: m.tool_call is not None)
+        (call,) = msgs[-1].tool_call.function_calls
+        assert (call.name, call.args) == ("get_weather", {"city": "Paris"})
+        await session.send_tool_response(function_responses=types.FunctionResponse(
+            id=call.id, name=call.name, response={"output": {"temp_c": 21}}))
+        msgs = await receive_until(session, turn_complete)
+        assert text_of(msgs, "output_transcription") == 'get_weather returned {"temp_c": 21}'
+        assert audio_of(msgs)
+
+        await session.send_realtime_input(text="Book a table")
+        msgs = await receive_until(session, lambda m: m.tool_call is not None)
+        call = msgs[-1].tool_call.function_calls[0]
+        await session.send_tool_response(function_responses=types.FunctionResponse(
+            id=call.id, name=call.name, response={"error": "no tables left"}))
+        msgs = await receive_until(session, turn_complete)
+        assert text_of(msgs, "output_transcription") == "book_table failed: no tables left"
+
+    responses = [m.body for m in server.sessions[0].received if m.kind == "tool_response"]
+    assert responses[0]["function_responses"][0]["response"] == {"output": {"temp_c": 21}}
+
+
+# ---- validation ----------------------------------------------------------------------
+
+async def test_unknown_model_is_closed_with_1008(server, client):
+    with pytest.raises(errors.APIError) as info:
+        async with client.aio.live.connect(model="gemini-0.1-imaginary", config=AUDIO_CONFIG):
+            pass
+    assert info.value.code == 1008
+    assert "gemini-0.1-imaginary is not found" in str(info.value)
+
+
+@pytest.mark.parametrize("frame, reason", [
+    ("this is not json", "Invalid JSON"),
+    (json.dumps({"bogus_input": {}}), "Unknown name"),
+    (json.dumps({"realtime_input": {"audio": {"data": "@@not base64@@", "mime_type": "audio/pcm;rate=16000"}}}), "Base64"),
+    (json.dumps({"realtime_input": {"audio": {"data": "AAAA", "mime_type": "audio/wav"}}}), "mime type"),
+])
+async def test_malformed_message_is_closed_with_1007(server, frame, reason):
+    headers = {"x-goog-api-key": server.api_key}
+    async with websockets.connect(ws_url(server), ssl=raw_ssl(server), additional_headers=headers) as ws:
+        await ws.send(json.dumps({"setup": {"model": f"models/{MODEL}"}}))
+        assert "setupComplete" in json.loads(await ws.recv())
+        await ws.send(frame)
+        with pytest.raises(websockets.ConnectionClosed) as info:
+            await asyncio.wait_for(ws.recv(), 5)
+    assert info.value.rcvd.code == 1007
+    assert reason in info.value.rcvd.reason
+
+
+async def test_both_casings_and_base64_alphabets_are_accepted(server):
+    pcm = bytes(range(250, 256)) * 100  # bytes whose base64 holds '+' / '/' or '-' / '_'
+    headers = {"x-goog-api-key": server.api_key}
+    async with websockets.connect(ws_url(server, "v1alpha"), ssl=raw_ssl(server), additional_headers=headers) as ws:
+        await ws.send(json.dumps({"setup": {"model": f"models/{MODEL}",
+                                            "generationConfig": {"responseModalities": ["AUDIO"]},
+                                            "realtime_input_config": {"automaticActivityDetection": {"disabled": True}}}}))
+        assert json.loads(await ws.recv()) == {"setupComplete": {}}
+        await ws.send(json.dumps({"realtimeInput": {"audio": {"data": base64.b64encode(pcm).decode(), "mimeType": "audio/pcm;rate=16000"}}}))
+        await ws.send(json.dumps({"realtime_input": {"audio": {"data": base64.urlsafe_b64encode(pcm).decode().rstrip("="), "mime_type": "audio/pcm;rate=16000"}}}))
+        session = await server.wait_for_session(1)
+        await session.wait_for(lambda m: m.kind == "audio" and len(session.audio_in) == 2 * len(pcm))
+    assert bytes(session.audio_in) == pcm * 2
+    assert session.api_version == "v1alpha"
+    assert session.setup["realtime_input_config"]["automatic_activity_detection"] == {"disabled": True}
+
+
+async def test_missing_api_key_is_refused(server):
+    with pytest.raises(websockets.InvalidStatus) as info:
+        async with websockets.connect(ws_url(server), ssl=raw_ssl(server)):
+            pass
+    assert info.value.response.status_code == 401
+    assert server.sessions == []
+
+
+@pytest.mark.filterwarnings("ignore::google.genai.errors.ExperimentalWarning")
+async def test_ephemeral_token_uses_the_constrained_endpoint(server, monkeypatch):
+    monkeypatch.setenv("SSL_CERT_FILE", server.ca_bundle)
+    token_client = genai.Client(api_key="auth_tokens/offline-token", http_options=types.HttpOptions(
+        base_url=server.base_url, api_version="v1alpha"))
+    async with token_client.aio.live.connect(model=MODEL, config=TEXT_CONFIG) as session:
+        await session.send_realtime_input(text="hello")
+        msgs = await receive_until(session, turn_complete)
+    assert "".join(m.text or "" for m in msgs) == "You said: hello"
+    recorded = server.sessions[0]
+    assert recorded.constrained and recorded.headers["Authorization"] == "Token auth_tokens/offline-token"
+
+
+# ---- session lifecycle ---------------------------------------------------------------
+
+async def test_resumption_restores_the_conversation(server, client, speech):
+    config = dict(TEXT_CONFIG, session_resumption={})
+    async with client.aio.live.connect(model=MODEL, config=config) as session:
+        await session.send_realtime_input(text="Remember the number 42")
+        msgs = await receive_until(session, lambda m: m.session_resumption_update is not None)
+    update = msgs[-1].session_resumption_update
+    assert update.resumable and update.new_handle
+
+    resumed = dict(TEXT_CONFIG, session_resumption={"handle": update.new_handle})
+    async with client.aio.live.connect(model=MODEL, config=resumed) as session:
+        await send_audio(session, pcm16k(speech["stop"], 0.6))
+        msgs = await receive_until(session, turn_complete)
+    # the turn counter carried over: this is the conversation's second utterance
+    assert text_of(msgs, "input_transcription").startswith("utterance 2 (")
+    history = server.sessions[1].conversation.history
+    assert history[0] == {"role": "user", "text": "Remember the number 42", "source": "realtime_input"}
+
+    with pytest.raises(errors.APIError) as info:
+        async with client.aio.live.connect(model=MODEL, config=dict(TEXT_CONFIG, session_resumption={"handle": "nope"})):
+            pass
+    assert info.value.code == 1007
+
+
+async def test_go_away_is_sent_on_demand_and_after_a_scripted_turn(server, client):
+    server.script.go_away_after_turn(1, time_left="0.2s")
+    async with client.aio.live.connect(model=MODEL, config=TEXT_CONFIG) as session:
+        live = await server.wait_for_session(1)
+        await live.send_go_away("30s", close_after=False)
+        msgs = await receive_until(session, lambda m: m.go_away is not None)
+        assert msgs[-1].go_away.time_left == "30s"
+
+        await session.send_realtime_input(text="hi")
+        msgs = await receive_until(session, lambda m: m.go_away is not None)
+        assert msgs[-1].go_away.time_left == "0.2s"
+        await live.wait_closed()
+    assert live.close_code == 1000
+
+
+async def test_refused_reconnect_then_accepted(server, client):
+    server.script.refuse_connections(1, status=503)
+    with pytest.raises(websockets.InvalidStatus) as info:
+        async with client.aio.live.connect(model=MODEL, config=TEXT_CONFIG):
+            pass
+    assert info.value.response.status_code == 503
+    async with client.aio.live.connect(model=MODEL, config=TEXT_CONFIG) as session:
+        await session.send_realtime_input(text="again")
+        await receive_until(session, turn_complete)
+    assert [r.status for r in server.refused] == [503]
+    assert len(server.sessions) == 1
+
+
+async def test_scripted_close_with_1011(server, client):
+    server.script.close_after_turn(1, code=1011, reason="Internal error encountered.")
+    async with client.aio.live.connect(model=MODEL, config=TEXT_CONFIG) as session:
+        await session.send_realtime_input(text="hi")
+        await receive_until(session, turn_complete)
+        with pytest.raises(errors.APIError) as info:
+            await receive_until(session, lambda m: False)
+    assert info.value.code == 1011
+
+
+async def test_stalled_session_stops_answering(server, client):
+    server.script.stall_on_turn(1)
+    async with client.aio.live.connect(model=MODEL, config=TEXT_CONFIG) as session:
+        live = await server.wait_for_session(1)
+        await session.send_realtime_input(text="are you there?")
+        await live.wait_for(lambda m: m.kind == "text")
+        with pytest.raises(asyncio.TimeoutError):
+            await receive_until(session, lambda m: True, timeout=0.5)
+        assert [s.kind for s in live.sent] == ["setupComplete"]
+
+        live.unstall()
+        await session.send_realtime_input(text="hello?")
+        msgs = await receive_until(session, turn_complete)
+    assert "".join(m.text or "" for m in msgs) == "You said: hello?"
+
+
+async def test_video_frames_are_recorded(server, client):
+    jpeg = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4 + b"\xff\xd9"
+    async with client.aio.live.connect(model=MODEL, config=AUDIO_CONFIG) as session:
+        live = await server.wait_for_session(1)
+        for _ in range(2):
+            await session.send_realtime_input(video=types.Blob(data=jpeg, mime_type="image/jpeg"))
+        await live.wait_for(lambda m: len(live.video_frames) == 2)
+    assert [f.data for f in live.video_frames] == [jpeg, jpeg]
+    assert live.video_frames[0].at <= live.video_frames[1].at
