@@ -273,3 +273,136 @@ def test_cli_connection_refused(tmp_path: Path) -> None:
     assert f"error: could not connect to LiveKit at ws://127.0.0.1:{port}" in r.stderr
     assert "refused" in r.stderr
     assert not (tmp_path / "a.wav").exists()
+
+
+# ------------------------------------------- against the local LiveKit server
+#
+# The real agent is exercised by the end-to-end tests; here a participant of kind
+# AGENT that greets with a 300 Hz tone and then repeats what it heard (publishing
+# lk.agent.state like livekit-agents does) lets the client's whole flow run.
+
+import asyncio  # noqa: E402
+
+from livekit import rtc  # noqa: E402
+
+from devstack.livekit import LocalLiveKitServer, load_config  # noqa: E402
+
+AGENT_STATE = "lk.agent.state"
+
+
+class ParrotAgent:
+    def __init__(self, lk, room: str, greeting: np.ndarray) -> None:
+        self.lk, self.room_name, self.greeting = lk, room, greeting
+        self.room = rtc.Room()
+        self.source = rtc.AudioSource(48000, 1)
+        self.heard = asyncio.Event()
+        self.tasks: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        token = (
+            api.AccessToken(self.lk.api_key, self.lk.api_secret)
+            .with_identity("agent-parrot")
+            .with_kind("agent")
+            .with_grants(api.VideoGrants(room_join=True, room=self.room_name,
+                                         can_update_own_metadata=True, agent=True))
+            .to_jwt()
+        )
+        self.room.on("track_subscribed", self._on_track)
+        await self.room.connect(self.lk.url, token)
+        track = rtc.LocalAudioTrack.create_audio_track("agent-voice", self.source)
+        await self.room.local_participant.publish_track(
+            track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
+        await self.room.local_participant.set_attributes({AGENT_STATE: "listening"})
+
+    def _on_track(self, track: rtc.Track, *_: object) -> None:
+        if track.kind == rtc.TrackKind.KIND_AUDIO:
+            self.tasks.append(asyncio.create_task(self._converse(track)))
+
+    async def _say(self, samples: np.ndarray) -> None:
+        await self.room.local_participant.set_attributes({AGENT_STATE: "speaking"})
+        for frame in wav_io.iter_frames(samples):
+            await self.source.capture_frame(frame)
+        await self.source.wait_for_playout()
+        await self.room.local_participant.set_attributes({AGENT_STATE: "listening"})
+
+    async def _converse(self, track: rtc.Track) -> None:
+        await asyncio.sleep(0.3)
+        await self._say(self.greeting)
+        speech: list[np.ndarray] = []
+        quiet = 0
+        async for ev in rtc.AudioStream.from_track(track=track, sample_rate=48000, num_channels=1):
+            x = np.frombuffer(ev.frame.data, np.int16)
+            if np.abs(x.astype(np.int32)).max() >= 1000:
+                speech.append(x.copy())
+                quiet = 0
+            elif speech:
+                quiet += 1
+                if quiet >= 50:  # 0.5 s of silence after speech: reply
+                    break
+        self.heard.set()
+        await self._say(np.concatenate(speech))
+
+    async def aclose(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.room.disconnect()
+
+
+async def run_cli_async(*args: str, **env: str) -> tuple[int, str, str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
+    e.update(env)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "clients.wav_call", *args, cwd=REPO, env=e,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def lk():
+    async with LocalLiveKitServer(load_config(REPO / "livekit.yaml", port=0)) as server:
+        yield server
+
+
+def _env(lk) -> dict[str, str]:
+    return {"LIVEKIT_URL": lk.url, "LIVEKIT_API_KEY": lk.api_key, "LIVEKIT_API_SECRET": lk.api_secret}
+
+
+async def test_agent_that_never_joins_is_reported(lk, tmp_path: Path) -> None:
+    q = write_pcm16(tmp_path / "q.wav", tone(440, 16000, 0.5), 16000)
+    rc, _out, err = await run_cli_async(
+        "-i", str(q), "-o", str(tmp_path / "a.wav"), "--room", "lonely",
+        "--agent-name", "nobody-agent", "--agent-timeout", "1", **_env(lk))
+    assert rc == 1
+    assert "error: agent 'nobody-agent' did not join room 'lonely' within 1 s" in err
+    assert not (tmp_path / "a.wav").exists()
+
+
+async def test_call_records_the_reply_and_not_the_greeting(lk, tmp_path: Path) -> None:
+    room = "parrot-room"
+    # the caller's question: 1 s of 440 Hz from an 8 kHz stereo file
+    q = write_pcm16(tmp_path / "q.wav", np.stack([tone(440, 8000, 1.0)] * 2, axis=1), 8000)
+    parrot = ParrotAgent(lk, room, (tone(300, 48000, 0.6) * 32767).astype(np.int16))
+    lk.rooms.create_room(room)
+    await parrot.start()
+    try:
+        rc, out, err = await run_cli_async(
+            "-i", str(q), "-o", str(tmp_path / "a.wav"), "--room", room,
+            "--greeting-wait", "1.5", "--timeout", "60", **_env(lk))
+        assert rc == 0, err
+        assert parrot.heard.is_set()
+        assert f"wrote {tmp_path / 'a.wav'}" in out and "ended by agent-state" in out
+
+        with wave.open(str(tmp_path / "a.wav")) as w:
+            assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, 24000)
+            reply = np.frombuffer(w.readframes(w.getnframes()), np.int16)
+        loud = reply[np.abs(reply.astype(np.int32)) > 0]
+        assert len(loud) > 0.8 * 24000  # most of the 1 s question came back
+        assert abs(dominant_freq(reply, 24000) - 440) < 5  # the reply, not the 300 Hz greeting
+        spec = np.abs(np.fft.rfft(reply.astype(np.float64)))
+        freqs = np.fft.rfftfreq(len(reply), 1 / 24000)
+        band = lambda f: spec[(freqs > f - 20) & (freqs < f + 20)].max()  # noqa: E731
+        assert band(300) < band(440) / 20
+    finally:
+        await parrot.aclose()
