@@ -168,9 +168,7 @@ class TwirpServices:
             raise TwirpError("unimplemented", "egress is not supported by the local LiveKit server")
         for i, rad in enumerate(req.agents):
             _check_metadata(rad.metadata, f"agents[{i}].metadata")
-        existing = self.manager.get_room(req.name)
-        if existing is not None and not existing.closed:
-            return existing.to_proto()  # livekit-server: CreateRoom is idempotent
+        # idempotent, as livekit-server: an existing room is returned unchanged
         room = self.manager.create_room(
             req.name,
             empty_timeout=req.empty_timeout or None,
@@ -321,10 +319,13 @@ class TwirpServices:
         require_room_admin(caller, "DeleteDispatch", req.room)
         if not req.dispatch_id:
             raise invalid_argument("dispatch_id is required", "dispatch_id")
-        room = self._room(req.room)
-        if req.dispatch_id not in room.dispatches:
-            raise not_found(f"dispatch {req.dispatch_id!r} not found in room {req.room!r}")
-        deleted = await self.manager.delete_dispatch(req.room, req.dispatch_id)
+        self._room(req.room)
+        try:
+            deleted = await self.manager.delete_dispatch(req.room, req.dispatch_id)
+        except NotFoundError:
+            raise not_found(
+                f"dispatch {req.dispatch_id!r} not found in room {req.room!r}"
+            ) from None
         return deleted or proto_dispatch.AgentDispatch(id=req.dispatch_id, room=req.room)
 
     async def list_dispatch(
