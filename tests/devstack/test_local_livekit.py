@@ -1,0 +1,403 @@
+"""End-to-end tests of devstack.livekit with the real SDKs: livekit rtc (Rust core,
+real WebRTC), livekit-api tokens, and a livekit-agents AgentServer in a subprocess.
+No mocks; assertions are about what a participant sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import aiohttp
+import numpy as np
+import pytest
+import pytest_asyncio
+from livekit import api, rtc
+from livekit.protocol import models as proto_models
+from livekit.protocol import room as proto_room
+from livekit.protocol.agent_dispatch import RoomAgentDispatch
+
+from devstack.livekit import LocalLiveKitServer, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def lk():
+    async with LocalLiveKitServer(load_config(REPO / "livekit.yaml", port=0)) as server:
+        yield server
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def rooms():
+    """Connected rtc.Rooms, disconnected after the test."""
+    opened: list[rtc.Room] = []
+    yield opened
+    for r in opened:
+        await r.disconnect()
+
+
+def token(lk, identity: str, room: str, *, kind: str | None = None,
+          room_config: proto_room.RoomConfiguration | None = None,
+          ttl: datetime.timedelta | None = None, secret: str | None = None, **grants: Any) -> str:
+    grants.setdefault("can_update_own_metadata", True)
+    t = (api.AccessToken(lk.api_key, secret or lk.api_secret)
+         .with_identity(identity).with_name(identity.title())
+         .with_grants(api.VideoGrants(room_join=True, room=room, **grants)))
+    if kind:
+        t = t.with_kind(kind)
+    if room_config is not None:
+        t = t.with_room_config(room_config)
+    if ttl is not None:
+        t = t.with_ttl(ttl)
+    return t.to_jwt()
+
+
+async def join(lk, rooms: list, identity: str, room: str, **kw: Any) -> rtc.Room:
+    r = rtc.Room()
+    await r.connect(lk.url, token(lk, identity, room, **kw))
+    rooms.append(r)
+    return r
+
+
+def waiter(emitter, event: str, pred: Callable[..., bool] = lambda *a: True) -> asyncio.Future:
+    """Future resolved with the args of the first `event` matching pred."""
+    fut = asyncio.get_running_loop().create_future()
+
+    def _on(*args):
+        if not fut.done() and pred(*args):
+            fut.set_result(args if len(args) != 1 else args[0])
+
+    emitter.on(event, _on)
+    return fut
+
+
+async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    async def _poll():
+        while not cond():
+            await asyncio.sleep(0.02)
+    await asyncio.wait_for(_poll(), timeout)
+
+
+def dominant_frequency(samples: np.ndarray, rate: int) -> float:
+    x = samples.astype(np.float64) * np.hanning(len(samples))
+    spec = np.abs(np.fft.rfft(x))
+    k = int(np.argmax(spec))
+    # parabolic interpolation around the peak for sub-bin accuracy
+    if 0 < k < len(spec) - 1:
+        a, b, c = np.log(spec[k - 1:k + 2] + 1e-12)
+        k = k + 0.5 * (a - c) / (a - 2 * b + c)
+    return k * rate / len(samples)
+
+
+async def feed_sine(source: rtc.AudioSource, freq: float = 440.0) -> None:
+    rate, n, i = 48000, 480, 0
+    while True:
+        t = (np.arange(n) + i * n) / rate
+        pcm = (np.sin(2 * np.pi * freq * t) * 12000).astype(np.int16)
+        await source.capture_frame(rtc.AudioFrame(pcm.tobytes(), rate, 1, n))
+        i += 1
+
+
+async def feed_video(source: rtc.VideoSource, w: int = 320, h: int = 240) -> None:
+    i = 0
+    while True:
+        rgba = np.zeros((h, w, 4), np.uint8)
+        rgba[:, :, 0] = (i * 5) % 255
+        rgba[:, (i * 4) % w, 1] = 255
+        source.capture_frame(rtc.VideoFrame(w, h, rtc.VideoBufferType.RGBA, rgba.tobytes()))
+        i += 1
+        await asyncio.sleep(1 / 30)
+
+
+# --------------------------------------------------------------------------- #
+
+
+async def test_audio_track_carries_a_440hz_tone(lk, rooms):
+    alice = await join(lk, rooms, "alice", "audio-room")
+    bob = await join(lk, rooms, "bob", "audio-room")
+    assert "alice" in bob.remote_participants
+    assert bob.remote_participants["alice"].kind == rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD
+
+    subscribed = waiter(bob, "track_subscribed")
+    local_subscribed = waiter(alice, "local_track_subscribed")
+    source = rtc.AudioSource(48000, 1)
+    track = rtc.LocalAudioTrack.create_audio_track("mic", source)
+    feeder = asyncio.create_task(feed_sine(source))
+    try:
+        pub = await alice.local_participant.publish_track(
+            track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
+        remote_track, remote_pub, participant = await asyncio.wait_for(subscribed, 10)
+        assert participant.identity == "alice"
+        assert remote_pub.sid == pub.sid
+        assert remote_pub.source == rtc.TrackSource.SOURCE_MICROPHONE
+        await asyncio.wait_for(local_subscribed, 10)  # publisher told someone listens
+
+        stream = rtc.AudioStream(remote_track, sample_rate=48000, num_channels=1)
+        chunks: list[np.ndarray] = []
+        async def collect():
+            async for ev in stream:
+                chunks.append(np.frombuffer(ev.frame.data, dtype=np.int16))
+                if len(chunks) >= 100:  # 1 s of 10 ms frames
+                    return
+        await asyncio.wait_for(collect(), 10)
+        await stream.aclose()
+    finally:
+        feeder.cancel()
+    pcm = np.concatenate(chunks[-60:])  # skip the start-up
+    assert np.sqrt(np.mean(pcm.astype(np.float64) ** 2)) > 2000  # not silence
+    assert abs(dominant_frequency(pcm, 48000) - 440.0) < 3.0
+
+
+async def test_video_camera_and_screen_share_mute_and_unpublish(lk, rooms):
+    alice = await join(lk, rooms, "alice", "video-room")
+    bob = await join(lk, rooms, "bob", "video-room")
+
+    cam_src, screen_src = rtc.VideoSource(320, 240), rtc.VideoSource(320, 240)
+    cam = rtc.LocalVideoTrack.create_video_track("cam", cam_src)
+    screen = rtc.LocalVideoTrack.create_video_track("screen", screen_src)
+    feeders = [asyncio.create_task(feed_video(cam_src)), asyncio.create_task(feed_video(screen_src))]
+    try:
+        got_cam = waiter(bob, "track_subscribed", lambda t, p, part: p.source == rtc.TrackSource.SOURCE_CAMERA)
+        got_screen = waiter(bob, "track_subscribed", lambda t, p, part: p.source == rtc.TrackSource.SOURCE_SCREENSHARE)
+        cam_pub = await alice.local_participant.publish_track(
+            cam, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA, simulcast=False))
+        await alice.local_participant.publish_track(
+            screen, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_SCREENSHARE, simulcast=False))
+        cam_track, _, _ = await asyncio.wait_for(got_cam, 10)
+        await asyncio.wait_for(got_screen, 10)
+
+        stream = rtc.VideoStream(cam_track)
+        frames = []
+        async def collect():
+            async for ev in stream:
+                frames.append(ev.frame)
+                if len(frames) >= 10:
+                    return
+        await asyncio.wait_for(collect(), 10)
+        await stream.aclose()
+        assert (frames[-1].width, frames[-1].height) == (320, 240)
+
+        muted = waiter(bob, "track_muted", lambda part, pub: pub.sid == cam_pub.sid)
+        cam.mute()
+        await asyncio.wait_for(muted, 10)
+        assert bob.remote_participants["alice"].track_publications[cam_pub.sid].muted
+        unmuted = waiter(bob, "track_unmuted", lambda part, pub: pub.sid == cam_pub.sid)
+        cam.unmute()
+        await asyncio.wait_for(unmuted, 10)
+
+        unpublished = waiter(bob, "track_unpublished", lambda pub, part: pub.sid == cam_pub.sid)
+        await alice.local_participant.unpublish_track(cam_pub.sid)
+        await asyncio.wait_for(unpublished, 10)
+        remaining = bob.remote_participants["alice"].track_publications.values()
+        assert [p.source for p in remaining] == [rtc.TrackSource.SOURCE_SCREENSHARE]
+    finally:
+        for f in feeders:
+            f.cancel()
+
+
+async def test_data_text_streams_and_rpc(lk, rooms):
+    alice = await join(lk, rooms, "alice", "data-room")
+    bob = await join(lk, rooms, "bob", "data-room")
+    carol = await join(lk, rooms, "carol", "data-room")
+    await until(lambda: {"bob", "carol"} <= set(alice.remote_participants))
+
+    # broadcast, reliable and lossy
+    for reliable in (True, False):
+        at_bob = waiter(bob, "data_received", lambda p: p.topic == f"t{reliable}")
+        at_carol = waiter(carol, "data_received", lambda p: p.topic == f"t{reliable}")
+        await alice.local_participant.publish_data(b"hi all", reliable=reliable, topic=f"t{reliable}")
+        for fut in (at_bob, at_carol):
+            pkt = await asyncio.wait_for(fut, 10)
+            assert pkt.data == b"hi all" and pkt.participant.identity == "alice"
+
+    # destination_identities: only bob gets it
+    carol_got: list = []
+    carol.on("data_received", lambda p: carol_got.append(p) if p.topic == "private" else None)
+    at_bob = waiter(bob, "data_received", lambda p: p.topic == "private")
+    await alice.local_participant.publish_data(b"psst", destination_identities=["bob"], topic="private")
+    assert (await asyncio.wait_for(at_bob, 10)).data == b"psst"
+    # a later broadcast reaches carol; the private packet, sent before it, never did
+    after = waiter(carol, "data_received", lambda p: p.topic == "after")
+    await alice.local_participant.publish_data(b"x", topic="after")
+    await asyncio.wait_for(after, 10)
+    assert carol_got == []
+
+    # text stream (what livekit-agents uses for lk.transcription / chat)
+    text = asyncio.get_running_loop().create_future()
+    async def read(reader, identity):
+        text.set_result((await reader.read_all(), identity))
+    bob.register_text_stream_handler(
+        "lk.chat", lambda reader, identity: asyncio.ensure_future(read(reader, identity)))
+    long_text = "héllo " * 5000  # several chunks
+    await alice.local_participant.send_text(long_text, topic="lk.chat")
+    assert await asyncio.wait_for(text, 10) == (long_text, "alice")
+
+    # RPC round trip
+    @bob.local_participant.register_rpc_method("greet")
+    async def greet(data: rtc.RpcInvocationData) -> str:
+        return f"hello {data.caller_identity}, you said {data.payload}"
+
+    reply = await alice.local_participant.perform_rpc(
+        destination_identity="bob", method="greet", payload="ping")
+    assert reply == "hello alice, you said ping"
+
+
+async def test_attributes_metadata_name_and_kinds(lk, rooms):
+    alice = await join(lk, rooms, "alice", "attr-room")
+    bob = await join(lk, rooms, "bob", "attr-room")
+    await until(lambda: "alice" in bob.remote_participants)
+
+    attrs = waiter(bob, "participant_attributes_changed", lambda changed, p: "mood" in changed)
+    await alice.local_participant.set_attributes({"mood": "happy", "lang": "en"})
+    changed, who = await asyncio.wait_for(attrs, 10)
+    assert who.identity == "alice" and changed["mood"] == "happy"
+    assert bob.remote_participants["alice"].attributes == {"mood": "happy", "lang": "en"}
+
+    meta = waiter(bob, "participant_metadata_changed")
+    await alice.local_participant.set_metadata('{"role": "caller"}')
+    _, new = (await asyncio.wait_for(meta, 10))[1:]
+    assert new == '{"role": "caller"}'
+
+    name = waiter(bob, "participant_name_changed")
+    await alice.local_participant.set_name("Alice Liddell")
+    await asyncio.wait_for(name, 10)
+    assert bob.remote_participants["alice"].name == "Alice Liddell"
+
+    # the server side sees the same, and server-side updates reach the clients
+    room = lk.rooms.get_room("attr-room")
+    assert room.participants["alice"].attributes["lang"] == "en"
+    meta2 = waiter(alice, "participant_metadata_changed")
+    await room.update_participant("bob", metadata="set by server")
+    assert (await asyncio.wait_for(meta2, 10))[0].identity == "bob"
+
+    # without the grant, a participant may not change its own metadata
+    eve = await join(lk, rooms, "eve", "attr-room", can_update_own_metadata=False)
+    await asyncio.wait_for(eve.local_participant.set_metadata("nope"), 10)  # answered NOT_ALLOWED
+    assert room.participants["eve"].metadata == ""
+
+    # kinds come from the token's kind claim
+    joined = waiter(bob, "participant_connected", lambda p: p.identity == "phone")
+    await join(lk, rooms, "phone", "attr-room", kind="sip")
+    assert (await asyncio.wait_for(joined, 10)).kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP
+    assert bob.remote_participants["eve"].metadata == ""  # the refused update never went out
+
+    # a participant that leaves is gone for the others
+    gone = waiter(bob, "participant_disconnected", lambda p: p.identity == "alice")
+    await alice.disconnect()
+    await asyncio.wait_for(gone, 10)
+
+
+async def test_tokens_are_verified(lk):
+    bad_secret = token(lk, "mallory", "secure-room", secret="x" * 40)
+    with pytest.raises(Exception):
+        await rtc.Room().connect(lk.url, bad_secret)
+    expired = token(lk, "mallory", "secure-room", ttl=datetime.timedelta(minutes=-5))
+    with pytest.raises(Exception):
+        await rtc.Room().connect(lk.url, expired)
+    assert lk.rooms.get_room("secure-room") is None
+
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{lk.http_url}/rtc/validate", params={"access_token": expired}) as r:
+            assert r.status == 401
+            assert "expired" in await r.text()
+            assert r.headers["Access-Control-Allow-Origin"] == "*"
+        ok = token(lk, "alice", "secure-room")
+        async with http.get(f"{lk.http_url}/rtc/validate", params={"access_token": ok}) as r:
+            assert r.status == 200
+        # no single-PC v1 protocol: 404 (with CORS) sends browsers to /rtc
+        async with http.get(f"{lk.http_url}/rtc/v1/validate", params={"access_token": ok}) as r:
+            assert r.status == 404 and r.headers["Access-Control-Allow-Origin"] == "*"
+        async with http.get(f"{lk.http_url}/no/such/path") as r:
+            assert r.status == 404 and r.headers["Access-Control-Allow-Origin"] == "*"
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def workers(lk):
+    """Two real agent workers: one automatic (no agent name), one named."""
+    env = dict(os.environ, LIVEKIT_URL=lk.url, LIVEKIT_API_KEY=lk.api_key,
+               LIVEKIT_API_SECRET=lk.api_secret, PYTHONPATH=str(REPO))
+    procs = [subprocess.Popen([sys.executable, str(HERE / "livekit_worker_fixture.py"), name],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for name in ("", "named-agent")]
+    try:
+        await lk.workers.wait_for_worker("", timeout=30)
+        await lk.workers.wait_for_worker("named-agent", timeout=30)
+        yield procs
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+async def _agent_says_hello(room: rtc.Room, label: str) -> rtc.RemoteParticipant:
+    hello = asyncio.get_running_loop().create_future()
+    async def read(reader, identity):
+        txt = await reader.read_all()
+        if txt == f"hello from {label}" and not hello.done():
+            hello.set_result(identity)
+    room.register_text_stream_handler(
+        "fixture.hello", lambda reader, identity: asyncio.ensure_future(read(reader, identity)))
+    identity = await asyncio.wait_for(hello, 20)
+    return room.remote_participants[identity]
+
+
+async def test_agent_automatic_dispatch(lk, rooms, workers):
+    user = await join(lk, rooms, "user", "auto-dispatch-room")
+    agent = await _agent_says_hello(user, "automatic")
+    assert agent.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+    await until(lambda: agent.attributes.get("fixture.agent") == "automatic")
+    # the named worker was not sent here
+    assert all(p.attributes.get("fixture.agent") != "named-agent" for p in user.remote_participants.values())
+    dispatches = lk.rooms.list_dispatches("auto-dispatch-room")
+    assert [d.agent_name for d in dispatches] == [""]
+    assert dispatches[0].state.jobs[0].state.participant_identity == agent.identity
+
+
+async def test_agent_explicit_dispatch_by_token_room_config(lk, rooms, workers):
+    cfg = proto_room.RoomConfiguration(
+        agents=[RoomAgentDispatch(agent_name="named-agent", metadata='{"topic": "tests"}')])
+    user = await join(lk, rooms, "user", "named-dispatch-room", room_config=cfg)
+    agent = await _agent_says_hello(user, "named-agent")
+    assert agent.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+    await until(lambda: agent.attributes.get("fixture.job_metadata") == '{"topic": "tests"}')
+    assert agent.attributes["lk.agent.name"] == "named-agent"
+    # explicit dispatch replaces the automatic one
+    assert [p.attributes.get("fixture.agent") for p in user.remote_participants.values()] == ["named-agent"]
+
+
+async def test_dispatch_agent_api_and_room_close_ends_the_job(lk, rooms, workers):
+    user = await join(lk, rooms, "user", "api-dispatch-room",
+                      room_config=proto_room.RoomConfiguration(departure_timeout=1))
+    dispatch = await lk.rooms.dispatch_agent("api-dispatch-room", "named-agent", metadata="via api")
+    assert dispatch.agent_name == "named-agent" and dispatch.id.startswith("AD_")
+    agent = await _agent_says_hello(user, "named-agent")
+    room = lk.rooms.get_room("api-dispatch-room")
+    assert room.participants[agent.identity].kind == proto_models.ParticipantInfo.AGENT
+
+    # last human leaves -> departure_timeout (1 s) -> room closed, agent job ended
+    await user.disconnect()
+    await until(lambda: lk.rooms.get_room("api-dispatch-room") is None, timeout=15)
+    assert room.closed and not room.participants
+    assert all(j.state.status != 1 for j in room.jobs.values())  # not JS_RUNNING
+
+
+async def test_empty_timeout_closes_a_room_nobody_joined(lk):
+    closed = asyncio.get_running_loop().create_future()
+    lk.rooms.on("room_finished", lambda room: closed.done() or closed.set_result(room.name))
+    room = lk.rooms.create_room("never-joined", empty_timeout=1)
+    assert lk.rooms.create_room("never-joined") is room  # idempotent
+    assert await asyncio.wait_for(closed, 10) == "never-joined"
+    assert lk.rooms.get_room("never-joined") is None
