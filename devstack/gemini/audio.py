@@ -113,3 +113,16 @@ def rms_dbfs(x: np.ndarray) -> float:
         return -120.0
     rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
     return 20 * math.log10(max(rms, 1e-6))
+
+
+def load_wav(path: str, rate: int = OUTPUT_RATE) -> bytes:
+    """A WAV file as mono 16-bit PCM at `rate` (e.g. for Script.reply(audio=...))."""
+    import wave
+
+    with wave.open(str(path)) as w:
+        data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float32) / 32768.0
+        if w.getsampwidth() != 2:
+            raise ValueError("only 16-bit WAV files are supported")
+        if w.getnchannels() > 1:
+            data = data.reshape(-1, w.getnchannels()).mean(axis=1)
+        return float_to_pcm(resample(data, w.getframerate(), rate))

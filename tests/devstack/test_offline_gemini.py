@@ -412,3 +412,28 @@ async def test_video_frames_are_recorded(server, client):
         await live.wait_for(lambda m: len(live.video_frames) == 2)
     assert [f.data for f in live.video_frames] == [jpeg, jpeg]
     assert live.video_frames[0].at <= live.video_frames[1].at
+
+
+async def test_standalone_server_prints_one_ready_line(tmp_path, monkeypatch):
+    import sys
+
+    cert = tmp_path / "cert.pem"
+    repo = Path(__file__).resolve().parents[2]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "devstack.gemini", "--host", "127.0.0.1", "--port", "0", "--cert", str(cert),
+        cwd=repo, stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().split()
+        assert line[:2] == ["offline-gemini", "ready"] and line[2].startswith("https://127.0.0.1:")
+        fields = dict(f.split("=", 1) for f in line[3:])
+        assert fields["cert"] == str(cert) and cert.read_text().startswith("-----BEGIN CERTIFICATE-----")
+        monkeypatch.setenv("SSL_CERT_FILE", fields["ca_bundle"])
+        standalone = genai.Client(api_key="any", http_options=types.HttpOptions(base_url=line[2]))
+        async with standalone.aio.live.connect(model=MODEL, config=TEXT_CONFIG) as session:
+            await session.send_realtime_input(text="ping")
+            msgs = await receive_until(session, turn_complete)
+        assert "".join(m.text or "" for m in msgs) == "You said: ping"
+    finally:
+        proc.terminate()
+        await proc.wait()
