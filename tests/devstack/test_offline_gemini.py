@@ -286,6 +286,15 @@ async def test_malformed_message_is_closed_with_1007(server, frame, reason):
     assert reason in info.value.rcvd.reason
 
 
+async def test_first_message_must_be_setup(server):
+    headers = {"x-goog-api-key": server.api_key}
+    async with websockets.connect(ws_url(server), ssl=raw_ssl(server), additional_headers=headers) as ws:
+        await ws.send(json.dumps({"realtime_input": {"text": "hi"}}))
+        with pytest.raises(websockets.ConnectionClosed) as info:
+            await asyncio.wait_for(ws.recv(), 5)
+    assert info.value.rcvd.code == 1007 and "setup" in info.value.rcvd.reason
+
+
 async def test_both_casings_and_base64_alphabets_are_accepted(server):
     pcm = bytes(range(250, 256)) * 100  # bytes whose base64 holds '+' / '/' or '-' / '_'
     headers = {"x-goog-api-key": server.api_key}
