@@ -32,7 +32,15 @@ def room_options(settings: Settings, participant: rtc.RemoteParticipant) -> room
     )
 
 
-def build_session(settings: Settings) -> AgentSession:
+def echo_warmup(settings: Settings, participant: rtc.RemoteParticipant | None) -> float | None:
+    """Seconds of caller audio to discard while the first reply plays (None: keep it all)."""
+    is_sip = participant is not None and participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP
+    if settings.audio.echo_warmup_s <= 0 or (is_sip and not settings.audio.echo_warmup_for_sip):
+        return None
+    return settings.audio.echo_warmup_s
+
+
+def build_session(settings: Settings, *, echo_warmup_s: float | None) -> AgentSession:
     fps = settings.video.fps
     return AgentSession(
         llm=build_realtime_model(settings, settings.instructions()),
@@ -41,7 +49,12 @@ def build_session(settings: Settings) -> AgentSession:
         video_sampler=VoiceActivityVideoSampler(speaking_fps=fps, silent_fps=fps)
         if settings.video.enabled
         else None,
-        turn_handling={"interruption": {"enabled": settings.turn_detection.interruptions}},
+        aec_warmup_duration=echo_warmup_s,
+        turn_handling={
+            # turns come from Gemini's own activity detection (or push-to-talk)
+            "turn_detection": "realtime_llm",
+            "interruption": {"enabled": settings.turn_detection.interruptions},
+        },
     )
 
 
@@ -53,7 +66,7 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
         "starting session",
         extra={"room": ctx.room.name, "participant": participant.identity, "sip": is_phone_call},
     )
-    session = build_session(settings)
+    session = build_session(settings, echo_warmup_s=echo_warmup(settings, participant))
     await session.start(
         agent=Assistant(settings, hang_up_room=is_phone_call),
         room=ctx.room,

@@ -148,6 +148,15 @@ class VideoSettings(_Section):
     fps: float = Field(default=1.0, gt=0.0, le=2.0)
 
 
+class AudioSettings(_Section):
+    # While the agent's first reply plays, the framework can replace the caller's audio
+    # with silence so that speaker echo is not taken for barge-in before the caller's echo
+    # canceller converges. Only browsers on speakers need it: a phone line (SIP) or a
+    # headset has no such echo, and discarding their audio would eat their first words.
+    echo_warmup_s: float = Field(default=3.0, ge=0.0, le=10.0)
+    echo_warmup_for_sip: bool = False
+
+
 class AgentIdentitySettings(_Section):
     # Explicit dispatch name; "" means automatic dispatch to every new room.
     name: str = "gemini-agent"
@@ -220,6 +229,7 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     turn_detection: TurnDetectionSettings = TurnDetectionSettings()
     video: VideoSettings = VideoSettings()
+    audio: AudioSettings = AudioSettings()
     web: WebSettings = WebSettings()
 
     @classmethod

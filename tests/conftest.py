@@ -1,0 +1,56 @@
+"""Shared fixtures: the offline Gemini Live server, product settings, spoken audio."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.settings import Settings, load_settings
+from devstack.gemini import OfflineGeminiServer
+
+from .support.audio import read_wav, resample, speech_wav
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / ".artifacts"
+
+
+@pytest.fixture
+async def gemini(tmp_path, monkeypatch):
+    """An offline Gemini Live server that google-genai in this process is pointed at."""
+    async with OfflineGeminiServer(cert_dir=tmp_path / "gemini-cert") as server:
+        for key, value in server.client_env().items():
+            monkeypatch.setenv(key, value)
+        yield server
+
+
+@pytest.fixture
+def product_settings(monkeypatch, tmp_path):
+    """Load the shipped settings with AGENT_* overrides: product_settings(greet=False, ...)."""
+    for key in list(os.environ):
+        if key.startswith("AGENT_"):
+            monkeypatch.delenv(key)
+
+    def load(**overrides: str) -> Settings:
+        for key, value in overrides.items():
+            monkeypatch.setenv("AGENT_" + key.upper(), str(value))
+        return load_settings()
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def speech(tmp_path_factory):
+    """speech(text, rate) -> int16 mono samples of espeak-ng saying `text` at `rate`."""
+    cache: dict[tuple[str, int], np.ndarray] = {}
+    folder = tmp_path_factory.mktemp("speech")
+
+    def make(text: str, rate: int = 48000) -> np.ndarray:
+        if (text, rate) not in cache:
+            path = speech_wav(text, folder / f"{len(cache)}.wav")
+            pcm, native = read_wav(path)
+            cache[(text, rate)] = resample(pcm, native, rate)
+        return cache[(text, rate)]
+
+    return make

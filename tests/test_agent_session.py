@@ -1,0 +1,162 @@
+"""The product's AgentSession (its agent, settings, tools and Gemini model) against the
+offline Gemini Live server, with a real-time microphone and speaker instead of a room."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from livekit.agents import AgentSession
+
+from agents.assistant import Assistant
+from agents.session import build_session
+
+from .support.audio import best_correlation, resample, rms, trim_silence
+from .support.session_io import Microphone, Speaker
+
+QUESTION = "Hello there. Could you tell me what time it is in Seoul right now?"
+
+
+class Conversation:
+    """A running AgentSession with its microphone, speaker and transcript."""
+
+    def __init__(self, session: AgentSession, mic: Microphone, speaker: Speaker) -> None:
+        self.session, self.mic, self.speaker = session, mic, speaker
+        self.messages: list[tuple[str, str]] = []
+        self.tool_outputs = []
+        session.on("conversation_item_added", self._on_item)
+        session.on("function_tools_executed", lambda ev: self.tool_outputs.extend(ev.function_call_outputs))
+
+    def _on_item(self, ev) -> None:
+        item = ev.item
+        if getattr(item, "type", None) == "message" and item.text_content:
+            self.messages.append((item.role, item.text_content))
+
+    async def wait_message(self, role: str, contains: str, timeout: float = 20.0) -> str:
+        async def poll() -> str:
+            while True:
+                for r, text in self.messages:
+                    if r == role and contains in text:
+                        return text
+                await asyncio.sleep(0.05)
+
+        return await asyncio.wait_for(poll(), timeout)
+
+
+@pytest.fixture
+async def conversation(gemini, product_settings):
+    started: list[Conversation] = []
+
+    async def start(**overrides) -> Conversation:
+        settings = product_settings(**{"agent__greet": "false", **overrides})
+        # a headset: no acoustic echo, so no caller audio is discarded
+        session = build_session(settings, echo_warmup_s=None)
+        mic, speaker = Microphone(48000), Speaker(24000)
+        session.input.audio = mic
+        session.output.audio = speaker
+        conv = Conversation(session, mic, speaker)
+        await session.start(agent=Assistant(settings))
+        started.append(conv)
+        return conv
+
+    yield start
+    for conv in started:
+        await conv.session.aclose()
+        await conv.speaker.aclose()
+
+
+async def test_spoken_question_gets_the_models_audio_back(conversation, gemini, speech):
+    conv = await conversation()
+    question = speech(QUESTION, 48000)
+    conv.mic.say(question)
+
+    [reply] = await conv.speaker.wait_for_segments(1)
+    pcm, rate = reply.pcm()
+    assert rate == 24000 and not reply.interrupted
+    # the offline model echoes the utterance: what the user said must come back intact
+    expected = trim_silence(resample(question, 48000, 24000), 24000)
+    assert best_correlation(trim_silence(pcm, 24000), expected) >= 0.9
+    # and both sides' transcripts reach the conversation
+    session = await gemini.wait_for_session(1)
+    assert session.setup["model"].endswith("native-audio-preview-12-2025")
+    await conv.wait_message("user", "utterance 1")
+    await conv.wait_message("assistant", "utterance 1")
+
+
+async def test_user_speech_interrupts_the_agent(conversation, gemini, speech):
+    tone = (np.sin(2 * np.pi * 330 * np.arange(24000 * 6) / 24000) * 12000).astype(np.int16)
+    gemini.script.reply(1, text="a long answer", audio=tone.tobytes())
+    conv = await conversation()
+    conv.mic.say(speech("Tell me a long story.", 48000))
+
+    async def agent_speaking() -> None:
+        while not conv.speaker.segments or conv.speaker.segments[0].played_s < 1.0:
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(agent_speaking(), 20)
+    conv.mic.say(speech("Stop, stop please.", 48000))
+
+    [cut] = await conv.speaker.wait_for_segments(1)
+    assert cut.interrupted
+    assert cut.played_s < 4.0, "the agent kept talking over the user"
+    session = await gemini.wait_for_session(1)
+    assert any(m.content.get("interrupted") for m in session.sent)
+    # the interrupting utterance is answered in turn (echoed back)
+    [_, answer] = await conv.speaker.wait_for_segments(2)
+    assert rms(answer.pcm()[0]) > 0.01
+
+
+async def test_tool_error_is_reported_to_the_model_not_raised(conversation, gemini, speech):
+    gemini.script.tool_call(1, "get_current_time", {"timezone": "Mars/Olympus_Mons"})
+    gemini.script.tool_call(2, "get_current_time", {"timezone": "Asia/Seoul"})
+    conv = await conversation()
+
+    conv.mic.say(speech("What time is it on Mars?", 48000))
+    said = await conv.wait_message("assistant", "get_current_time")
+    assert "unknown time zone 'Mars/Olympus_Mons'" in said
+    session = await gemini.wait_for_session(1)
+    [response] = [m for m in session.received if m.kind == "tool_response"]
+    [fn] = response.body["function_responses"]
+    assert fn["name"] == "get_current_time" and "unknown time zone" in str(fn["response"])
+
+    # the session survived the error: the next question's tool call succeeds
+    await conv.speaker.wait_for_segments(1)
+    conv.mic.say(speech("And in Seoul?", 48000))
+    said = await conv.wait_message("assistant", "get_current_time returned")
+    assert "Asia/Seoul" in said and "+09:00" in said
+    assert [o.is_error for o in conv.tool_outputs] == [True, False]
+
+
+async def test_text_modality_answers_in_text(conversation, gemini, speech):
+    gemini.script.transcripts[1] = "what is the capital of France"
+    gemini.script.reply(1, text="Paris is the capital of France.")
+    conv = await conversation(model__modality="text")
+    conv.mic.say(speech("What is the capital of France?", 48000))
+    await conv.wait_message("assistant", "Paris is the capital of France.")
+    session = await gemini.wait_for_session(1)
+    assert session.setup["generation_config"]["response_modalities"] == ["TEXT"]
+    assert conv.speaker.segments == []
+
+
+async def test_conversation_goes_on_after_go_away_with_the_resumption_handle(
+    conversation, gemini, speech
+):
+    gemini.script.go_away_after_turn(1)
+    conv = await conversation()
+    conv.mic.say(speech("First question.", 48000))
+    await conv.speaker.wait_for_segments(1)
+
+    first = await gemini.wait_for_session(1)
+    resumed = await gemini.wait_for_session(2)
+    assert first.handles, "the service issued no resumption handle"
+    assert resumed.resumed_from == first.handles[-1]
+
+    second_question = speech("Second question, after the reconnect.", 48000)
+    conv.mic.say(second_question)
+    [_, reply] = await conv.speaker.wait_for_segments(2)
+    expected = trim_silence(resample(second_question, 48000, 24000), 24000)
+    assert best_correlation(trim_silence(reply.pcm()[0], 24000), expected) >= 0.9
+    # the resumed session kept the conversation: this was turn 2, not a new turn 1
+    assert resumed.conversation.turn_count == 2
+    await conv.wait_message("user", "utterance 2")
