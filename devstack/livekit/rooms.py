@@ -335,9 +335,10 @@ class Room:
                 raise RoomFullError("room is full")
         p.room = self
         self.participants[p.identity] = p
-        self._cancel_timer()
-        if not p.is_dependent and self.first_joined_at is None:
-            self.first_joined_at = time.time()
+        if not p.is_dependent:  # agents alone do not keep a room open
+            self._cancel_timer()
+            if self.first_joined_at is None:
+                self.first_joined_at = time.time()
 
     async def activate_participant(self, p: Participant) -> None:
         """After the JoinResponse went out: announce p, subscribe it to existing tracks."""
