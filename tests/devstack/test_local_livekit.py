@@ -296,6 +296,38 @@ async def test_attributes_metadata_name_and_kinds(lk, rooms):
     await asyncio.wait_for(gone, 10)
 
 
+async def test_server_side_mute_remove_and_delete(lk, rooms):
+    """What RoomService calls do, seen by the clients (leave reasons included)."""
+    alice = await join(lk, rooms, "alice", "admin-room")
+    bob = await join(lk, rooms, "bob", "admin-room")
+    carol = await join(lk, rooms, "carol", "admin-room")
+    source = rtc.AudioSource(48000, 1)
+    track = rtc.LocalAudioTrack.create_audio_track("mic", source)
+    subscribed = waiter(bob, "track_subscribed")
+    pub = await alice.local_participant.publish_track(
+        track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
+    await asyncio.wait_for(subscribed, 10)
+    room = lk.rooms.get_room("admin-room")
+
+    muted = waiter(bob, "track_muted", lambda part, p: p.sid == pub.sid)
+    info = await room.mute_published_track("alice", pub.sid, True)
+    assert info.muted
+    await asyncio.wait_for(muted, 10)
+    await until(lambda: pub.muted)  # the publisher's SDK was told to mute
+
+    removed = waiter(alice, "disconnected")
+    gone = waiter(bob, "participant_disconnected", lambda p: p.identity == "alice")
+    await room.remove_participant("alice")
+    assert await asyncio.wait_for(removed, 10) == rtc.DisconnectReason.PARTICIPANT_REMOVED
+    await asyncio.wait_for(gone, 10)
+
+    deleted = [waiter(r, "disconnected") for r in (bob, carol)]
+    await lk.rooms.delete_room("admin-room")
+    for fut in deleted:
+        assert await asyncio.wait_for(fut, 10) == rtc.DisconnectReason.ROOM_DELETED
+    assert lk.rooms.get_room("admin-room") is None
+
+
 async def test_tokens_are_verified(lk):
     bad_secret = token(lk, "mallory", "secure-room", secret="x" * 40)
     with pytest.raises(Exception):
