@@ -358,6 +358,19 @@ class Room:
                 for t in list(other.tracks.values()):
                     await self.subscribe(p, t)
 
+    async def mark_active(self, p: Participant) -> None:
+        """Its media connection is up: announce ACTIVE, as livekit-server does. The
+        agents framework's wait_for_participant() only returns ACTIVE participants."""
+        if p.state != proto_models.ParticipantInfo.JOINED or self.participants.get(p.identity) is not p:
+            return
+        p.state = proto_models.ParticipantInfo.ACTIVE
+        p.bump()
+        if not p.permission.hidden:
+            await self._broadcast(
+                proto_rtc.SignalResponse(update=proto_rtc.ParticipantUpdate(participants=[p.to_proto()])),
+                exclude=p,
+            )
+
     async def participant_left(self, p: Participant, reason: int = DisconnectReason.CLIENT_INITIATED) -> None:
         """Called by the session when the client left or its connection dropped."""
         if self.participants.get(p.identity) is not p:

@@ -224,10 +224,17 @@ class SignalSession:
         await self.send_signal(proto_rtc.SignalResponse(
             track_published=proto_rtc.TrackPublishedResponse(cid=req.cid, track=info)))
 
+    def _watch_active(self, pc) -> None:
+        @pc.on("connectionstatechange")
+        async def _on_state() -> None:
+            if pc.connectionState == "connected" and self.p.room is not None:
+                await self.p.room.mark_active(self.p)
+
     def _ensure_pub_pc(self):
         if self.pub_pc is not None:
             return self.pub_pc
         pc = media.new_peer_connection(self.node_ip)
+        self._watch_active(pc)
 
         @pc.on("track")
         def _on_track(track) -> None:
@@ -384,6 +391,7 @@ class SignalSession:
             return
         if self.sub_pc is None:
             self.sub_pc = media.new_peer_connection(self.node_ip)
+            self._watch_active(self.sub_pc)
         fwd = src.new_consumer(track.sid)
         transceiver = media.attach_forward_track(self.sub_pc, fwd, f"{publisher.sid}|{track.sid}")
         self._sub_tracks[track.sid] = (transceiver, fwd)
