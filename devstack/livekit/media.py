@@ -63,7 +63,26 @@ def install_ice_address_filter() -> None:
         return [ip] if ip else original(use_ipv4, use_ipv6)
 
     aioice.ice.get_host_addresses = get_host_addresses
+    _accept_rid_header_extensions()
     _patched = True
+
+
+def _accept_rid_header_extensions() -> None:
+    """Let aiortc's answers accept the RID header extensions. Without them in the
+    first answer, libwebrtc refuses its own later simulcast offer ("negotiates
+    simulcast but does not negotiate the RID RTP header extension") and a
+    default (simulcast) video publish fails. aiortc ignores a=simulcast, so the
+    publisher then sends a single encoding. (Answers use the offer's ids; the
+    ids here only matter in our own offers and are unused by aiortc.)"""
+    from aiortc.codecs import HEADER_EXTENSIONS
+    from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
+
+    video = HEADER_EXTENSIONS["video"]
+    have = {e.uri for e in video}
+    for ext_id, uri in ((10, "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"),
+                        (11, "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id")):
+        if uri not in have:
+            video.append(RTCRtpHeaderExtensionParameters(id=ext_id, uri=uri))
 
 
 def use_node_ip(node_ip: str) -> None:

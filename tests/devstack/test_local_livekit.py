@@ -168,8 +168,9 @@ async def test_video_camera_and_screen_share_mute_and_unpublish(lk, rooms):
     try:
         got_cam = waiter(bob, "track_subscribed", lambda t, p, part: p.source == rtc.TrackSource.SOURCE_CAMERA)
         got_screen = waiter(bob, "track_subscribed", lambda t, p, part: p.source == rtc.TrackSource.SOURCE_SCREENSHARE)
+        # camera with the SDK's default (simulcast) options, screen share without
         cam_pub = await alice.local_participant.publish_track(
-            cam, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA, simulcast=False))
+            cam, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA))
         await alice.local_participant.publish_track(
             screen, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_SCREENSHARE, simulcast=False))
         cam_track, _, _ = await asyncio.wait_for(got_cam, 10)
@@ -184,7 +185,8 @@ async def test_video_camera_and_screen_share_mute_and_unpublish(lk, rooms):
                     return
         await asyncio.wait_for(collect(), 10)
         await stream.aclose()
-        assert (frames[-1].width, frames[-1].height) == (320, 240)
+        # one encoding is forwarded; libwebrtc may scale it down, never distort it
+        assert frames[-1].width * 3 == frames[-1].height * 4 and frames[-1].width <= 320
 
         muted = waiter(bob, "track_muted", lambda part, pub: pub.sid == cam_pub.sid)
         cam.mute()
