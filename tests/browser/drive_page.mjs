@@ -64,6 +64,13 @@ async function join() {
       if (window.__states[window.__states.length - 1] !== s) window.__states.push(s);
     }).observe(el, { attributes: true, attributeFilter: ['data-state'] });
   });
+  // And the highest level the microphone meter shows while in the call.
+  await page.evaluate(() => {
+    window.__micMax = 0;
+    setInterval(() => {
+      window.__micMax = Math.max(window.__micMax, Number(document.getElementById('mic-level').value));
+    }, 50);
+  });
   await page.fill('#room', cfg.room);
   if (cfg.name) await page.fill('#name', cfg.name);
   const t0 = Date.now();
@@ -164,14 +171,7 @@ async function conversation() {
   // Both sides in the transcript: the agent's words and the user's transcribed speech.
   await page.waitForSelector('#transcript li[data-speaker="agent"][data-final="true"]', { timeout });
   await page.waitForSelector('#transcript li[data-speaker="user"][data-kind="speech"][data-final="true"]', { timeout });
-  result.micMeterMax = await page.evaluate(async () => {
-    let m = 0;
-    for (let i = 0; i < 10; i++) {
-      m = Math.max(m, Number(document.getElementById('mic-level').value));
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    return m;
-  });
+  result.micMeterMax = await page.evaluate(() => window.__micMax);
   await chat(cfg.chat);
   result.micButton = await text('#mic');
   result.transcript = await transcript();

@@ -23,7 +23,8 @@ REPO = HERE.parent.parent
 ARTIFACTS = REPO / ".artifacts" / "browser"
 DRIVER = HERE / "drive_page.mjs"
 
-SPEECH = "Hello agent. Can you hear me? I would like to know what time it is."
+# One sentence: one utterance for a voice activity detector (no long pause inside).
+SPEECH = "Hello agent, can you hear me"
 
 
 def require_tools() -> None:
@@ -47,13 +48,14 @@ def require_tools() -> None:
 
 
 def speech_wav(directory: Path) -> Path:
-    """A spoken sentence followed by a second of silence: 48 kHz, 16-bit, mono PCM
-    (Chromium loops the file as its fake microphone)."""
+    """Half a second of silence, a spoken sentence, then 40 s of silence: 48 kHz, 16-bit,
+    mono PCM. Chromium loops the file as its fake microphone; the long silence makes one
+    utterance per test, so the user does not talk over the agent's answer."""
     directory.mkdir(parents=True, exist_ok=True)
     raw, wav = directory / "speech-raw.wav", directory / "speech.wav"
     subprocess.run(["espeak-ng", "-w", str(raw), SPEECH], check=True, capture_output=True)
     subprocess.run(
-        ["sox", str(raw), "-r", "48000", "-b", "16", "-c", "1", "-e", "signed-integer", str(wav), "pad", "0", "1"],
+        ["sox", str(raw), "-r", "48000", "-b", "16", "-c", "1", "-e", "signed-integer", str(wav), "pad", "0.5", "40"],
         check=True,
         capture_output=True,
     )
@@ -105,5 +107,5 @@ async def run_driver(
     if result is None:
         raise AssertionError(f"the browser driver gave no result (exit {proc.returncode}):\n{stderr[-4000:]}")
     result["stderr"] = stderr[-4000:]
-    (ARTIFACTS / f"{config['scenario']}-result.json").write_text(json.dumps(result, indent=2))
+    (Path(config["artifactsDir"]) / f"{config['scenario']}-result.json").write_text(json.dumps(result, indent=2))
     return result

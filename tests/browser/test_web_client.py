@@ -3,10 +3,11 @@
 The browser's fake microphone plays a spoken WAV file. The page is served by the product's
 web server (agents.web) and gets its token from POST /api/token.
 
-The agent is StandinAgent (standin_agent.py): a real livekit.rtc participant that speaks
-room_io's protocol and "talks" with a 440 Hz tone. It stands in for the agent worker until
-tests/conftest.py provides fixtures starting the local LiveKit server, the offline Gemini
-server and a real agent worker.
+The agent here is StandinAgent (standin_agent.py): a real livekit.rtc participant that
+speaks room_io's protocol and "talks" with a 440 Hz tone. It makes the page's error paths
+(refused microphone, removal, server shutdown) cheap and deterministic and shows the
+"thinking" state on demand; test_web_client_agent.py runs the same conversation against
+the real agent worker and the offline Gemini server.
 """
 
 from __future__ import annotations
