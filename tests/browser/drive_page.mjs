@@ -32,7 +32,10 @@ const args = [
   '--use-fake-device-for-media-stream',
   `--use-file-for-fake-audio-capture=${cfg.wav}`,
 ];
-if (cfg.scenario !== 'mic-refused') args.push('--use-fake-ui-for-media-stream');
+if (cfg.scenario !== 'mic-refused') {
+  // Grant media without a prompt; share this tab when asked for a screen.
+  args.push('--use-fake-ui-for-media-stream', '--auto-accept-this-tab-capture', '--auto-select-desktop-capture-source=Voice agent');
+}
 
 const result = { scenario: cfg.scenario, console: [], pageErrors: [], cspViolations: [] };
 let browser;
@@ -209,6 +212,39 @@ async function drop() {
   await page.screenshot({ path: pathJoin(cfg.artifactsDir, 'drop.png'), fullPage: true });
 }
 
+async function toggles() {
+  await join();
+  const shown = async () => ({
+    camera: await text('#camera'),
+    screen: await text('#screen'),
+    videos: await page.$$eval('#videos figcaption', (els) => els.map((e) => e.textContent)),
+  });
+  await page.click('#camera');
+  await page.waitForSelector('#camera[aria-pressed="true"]', { timeout });
+  await page.waitForSelector('#videos figure video', { timeout });
+  // The preview plays real frames from the (fake) camera.
+  await page.waitForFunction(() => [...document.querySelectorAll('#videos video')].some((v) => v.videoWidth > 0 && v.currentTime > 0), null, { timeout });
+  result.cameraOn = await shown();
+  await page.click('#screen');
+  await page.waitForFunction(
+    () => document.getElementById('screen').getAttribute('aria-pressed') === 'true' || !document.getElementById('alert').hidden,
+    null,
+    { timeout },
+  );
+  result.screenOn = await shown();
+  result.screenAlert = (await page.isVisible('#alert')) ? await text('#alert') : null;
+  await page.screenshot({ path: pathJoin(cfg.artifactsDir, 'toggles.png'), fullPage: true });
+  await page.click('#camera');
+  await page.waitForSelector('#camera[aria-pressed="false"]', { timeout });
+  if (result.screenOn.screen.endsWith('on')) {
+    await page.click('#screen');
+    await page.waitForSelector('#screen[aria-pressed="false"]', { timeout });
+  }
+  await page.click('#mic');
+  await page.waitForSelector('#mic[aria-pressed="false"]', { timeout });
+  result.allOff = { ...(await shown()), mic: await text('#mic') };
+}
+
 async function serverGone() {
   await join();
   // The test now stops the LiveKit server; the page must say the connection is gone.
@@ -236,7 +272,7 @@ try {
       (window.__csp ||= []).push(`${e.violatedDirective} ${e.blockedURI}`);
     });
   });
-  const run = { conversation, 'mic-refused': micRefused, drop, 'server-gone': serverGone }[cfg.scenario];
+  const run = { conversation, 'mic-refused': micRefused, drop, 'server-gone': serverGone, toggles }[cfg.scenario];
   await run();
   result.cspViolations = await page.evaluate(() => window.__csp || []);
   result.ok = true;

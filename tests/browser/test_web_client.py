@@ -174,3 +174,15 @@ async def test_a_server_shutdown_is_explained(stack: dict[str, Any]) -> None:
     assert r["alert"] == "The connection dropped: the server shut down. Join again to reconnect."
     assert r["connectionText"] == "Disconnected"
     assert r["joinVisible"]
+
+
+async def test_camera_screen_share_and_microphone_toggles(stack: dict[str, Any]) -> None:
+    room = "browser-" + uuid.uuid4().hex[:8]
+    r = await run_driver(driver_config(stack, "toggles", room))
+    assert r["ok"], r.get("error", "") + "\n" + r["stderr"]
+    assert r["cameraOn"]["camera"] == "Camera: on"
+    assert "Your camera" in r["cameraOn"]["videos"]
+    assert r["screenAlert"] is None, r["screenAlert"]
+    assert r["screenOn"]["screen"] == "Share screen: on"
+    assert "Your screen" in r["screenOn"]["videos"]
+    assert r["allOff"] == {"camera": "Camera: off", "screen": "Share screen: off", "videos": [], "mic": "Microphone: off"}

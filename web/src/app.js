@@ -286,6 +286,23 @@ function renderToggles() {
     button.setAttribute('aria-pressed', on ? 'true' : 'false');
     button.textContent = `${label}: ${on ? 'on' : 'off'}`;
   }
+  renderLocalVideos();
+}
+
+// Previews of what this page sends: shown while the track is published and not muted
+// (turning the camera off mutes its track rather than unpublishing it).
+function renderLocalVideos() {
+  const lp = room?.localParticipant;
+  for (const [source, caption] of [
+    [Track.Source.Camera, 'Your camera'],
+    [Track.Source.ScreenShare, 'Your screen'],
+  ]) {
+    const pub = lp?.getTrackPublication(source);
+    const id = `local-${source}`;
+    const live = pub?.track && !pub.isMuted;
+    if (live && !document.getElementById(id)) addVideo(pub.track, id, caption);
+    if (!live) removeVideo(id);
+  }
 }
 
 async function toggle(kind) {
@@ -378,17 +395,11 @@ function wireRoom(r) {
       removeVideo(`video-${track.sid}`);
     })
     .on(RoomEvent.LocalTrackPublished, (pub) => {
-      const track = pub.track;
-      if (!track) return;
-      if (pub.source === Track.Source.Microphone) attachMeter(ui.micLevel, track.mediaStreamTrack);
-      if (track.kind === Track.Kind.Video) {
-        addVideo(track, `local-${pub.source}`, pub.source === Track.Source.Camera ? 'Your camera' : 'Your screen');
-      }
+      if (pub.source === Track.Source.Microphone && pub.track) attachMeter(ui.micLevel, pub.track.mediaStreamTrack);
       renderToggles();
     })
     .on(RoomEvent.LocalTrackUnpublished, (pub) => {
       if (pub.source === Track.Source.Microphone) detachMeter(ui.micLevel);
-      removeVideo(`local-${pub.source}`);
       renderToggles();
     })
     .on(RoomEvent.TrackMuted, renderToggles)
