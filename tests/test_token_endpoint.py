@@ -19,6 +19,7 @@ from livekit import api
 
 from agents.settings import AgentIdentitySettings, Settings, WebSettings
 from agents.web import STATIC_DIR, ConfigError, LiveKitCredentials, create_app
+from agents.web.token_service import RateLimiter
 
 API_KEY = "APItest" + secrets.token_hex(4)
 API_SECRET = "sec-" + secrets.token_urlsafe(32)
@@ -272,6 +273,20 @@ async def test_forwarded_for_is_ignored_unless_trusted() -> None:
         assert statuses == [200, 200, 429]
     finally:
         await c.close()
+
+
+def test_rate_limiter_window_and_memory_bound() -> None:
+    now = [1000.0]
+    limiter = RateLimiter(2, window_s=60.0, clock=lambda: now[0], max_clients=3)
+    assert limiter.hit("a") is None and limiter.hit("a") is None
+    assert limiter.hit("a") == 60.0
+    now[0] += 59.0
+    assert limiter.hit("a") == 1.0
+    now[0] += 1.0  # the first request left the window
+    assert limiter.hit("a") is None
+    for key in ("b", "c", "d"):
+        assert limiter.hit(key) is None
+    assert len(limiter._hits) == 3
 
 
 # --- CORS -----------------------------------------------------------------------------

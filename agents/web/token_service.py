@@ -96,8 +96,14 @@ def error_response(status: int, field: str, reason: str, headers: dict[str, str]
 class RateLimiter:
     """At most `limit` requests per client address in any sliding window of `window_s`."""
 
-    def __init__(self, limit: int, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit, self.window_s, self._clock = limit, window_s, clock
+    def __init__(
+        self,
+        limit: int,
+        window_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_clients: int = 100_000,
+    ) -> None:
+        self.limit, self.window_s, self._clock, self.max_clients = limit, window_s, clock, max_clients
         self._hits: dict[str, collections.deque[float]] = {}
         self._last_sweep = clock()
 
@@ -105,6 +111,9 @@ class RateLimiter:
         """Record a request; None if allowed, else the seconds until one more is allowed."""
         now = self._clock()
         self._sweep(now)
+        if key not in self._hits and len(self._hits) >= self.max_clients:
+            # Memory stays bounded under a flood of addresses: forget the longest-known one.
+            del self._hits[next(iter(self._hits))]
         hits = self._hits.setdefault(key, collections.deque())
         while hits and hits[0] <= now - self.window_s:
             hits.popleft()

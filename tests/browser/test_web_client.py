@@ -12,7 +12,6 @@ the real agent worker and the offline Gemini server.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -185,4 +184,9 @@ async def test_camera_screen_share_and_microphone_toggles(stack: dict[str, Any])
     assert r["screenAlert"] is None, r["screenAlert"]
     assert r["screenOn"]["screen"] == "Share screen: on"
     assert "Your screen" in r["screenOn"]["videos"]
-    assert r["allOff"] == {"camera": "Camera: off", "screen": "Share screen: off", "videos": [], "mic": "Microphone: off"}
+    assert r["allOff"] == {
+        "camera": "Camera: off",
+        "screen": "Share screen: off",
+        "videos": [],
+        "mic": "Microphone: off",
+    }
