@@ -25,6 +25,12 @@ async def gemini_agent(ctx: JobContext) -> None:
 
 
 def create_server(settings: Settings) -> AgentServer:
-    server = AgentServer(setup_fnc=_prewarm)
+    w = settings.worker
+    server = AgentServer(
+        setup_fnc=_prewarm,
+        port=w.http_port,
+        num_idle_processes=w.num_idle_processes,
+        load_threshold=w.load_threshold,
+    )
     server.rtc_session(gemini_agent, agent_name=settings.agent.name)
     return server

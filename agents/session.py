@@ -24,7 +24,7 @@ logger = logging.getLogger("gemini-agent")
 def room_options(settings: Settings, participant: rtc.RemoteParticipant) -> room_io.RoomOptions:
     return room_io.RoomOptions(
         participant_identity=participant.identity,
-        audio_input=True,
+        audio_input=room_io.AudioInputOptions(auto_gain_control=settings.audio.auto_gain_control),
         video_input=settings.video.enabled,
         text_input=True,
         audio_output=settings.model.modality == "audio",
@@ -67,6 +67,9 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
         extra={"room": ctx.room.name, "participant": participant.identity, "sip": is_phone_call},
     )
     session = build_session(settings, echo_warmup_s=echo_warmup(settings, participant))
+    # When the conversation ends (the caller left, or end_call), leave the room at once
+    # rather than idling in it until LiveKit's departure timeout closes it.
+    session.on("close", lambda ev: ctx.shutdown(reason=f"session closed: {ev.reason}"))
     await session.start(
         agent=Assistant(settings, hang_up_room=is_phone_call),
         room=ctx.room,

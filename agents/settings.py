@@ -155,6 +155,9 @@ class AudioSettings(_Section):
     # headset has no such echo, and discarding their audio would eat their first words.
     echo_warmup_s: float = Field(default=3.0, ge=0.0, le=10.0)
     echo_warmup_for_sip: bool = False
+    # WebRTC's automatic gain control on the caller's audio before it reaches the model
+    # (the framework's default): evens out quiet and loud microphones.
+    auto_gain_control: bool = True
 
 
 class AgentIdentitySettings(_Section):
@@ -172,6 +175,16 @@ class AgentIdentitySettings(_Section):
         if len(v) > 128 or any(c.isspace() or c in "/\\" for c in v):
             raise ValueError("must be at most 128 characters with no spaces or slashes")
         return v
+
+
+class WorkerSettings(_Section):
+    # The worker's health/metrics HTTP port; 0 = any free port (several workers per host).
+    http_port: int = Field(default=8081, ge=0, le=65535)
+    # Job processes kept started and prewarmed, so a new call does not wait for one.
+    num_idle_processes: int = Field(default=3, ge=0, le=64)
+    # Above this CPU load (0-1) the worker tells LiveKit it is full; LiveKit then
+    # dispatches new rooms to other workers.
+    load_threshold: float = Field(default=0.7, gt=0.0, le=1.0)
 
 
 class WebSettings(_Section):
@@ -230,6 +243,7 @@ class Settings(BaseSettings):
     turn_detection: TurnDetectionSettings = TurnDetectionSettings()
     video: VideoSettings = VideoSettings()
     audio: AudioSettings = AudioSettings()
+    worker: WorkerSettings = WorkerSettings()
     web: WebSettings = WebSettings()
 
     @classmethod

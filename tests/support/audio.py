@@ -98,3 +98,53 @@ def dominant_frequency(pcm: np.ndarray, rate: int) -> float:
 
 def rms(pcm: np.ndarray) -> float:
     return float(np.sqrt(np.mean(pcm.astype(np.float64) ** 2)) / 32768) if len(pcm) else 0.0
+
+
+
+def _mel_bands(pcm: np.ndarray, rate: int, n_bands: int = 32) -> np.ndarray:
+    """Log energy in mel-spaced bands, 25 ms windows every 10 ms."""
+    win, hop = int(rate * 0.025), int(rate * 0.01)
+    x = pcm.astype(np.float64) / 32768
+    n = 1 + max(0, (len(x) - win) // hop)
+    frames = np.lib.stride_tricks.sliding_window_view(x, win)[::hop][:n] * np.hanning(win)
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    mel = 2595 * np.log10(1 + np.fft.rfftfreq(win, 1 / rate) / 700)
+    band = np.clip(np.digitize(mel, np.linspace(mel[1], mel[-1], n_bands + 1)) - 1, 0, n_bands - 1)
+    energies = np.stack([power[:, band == k].sum(axis=1) for k in range(n_bands)], axis=1)
+    return np.log10(energies + 1e-6)
+
+
+
+def speech_similarity(a: np.ndarray, b: np.ndarray, rate: int, band: float = 0.2) -> float:
+    """How alike two recordings of speech sound, from 0 to 1: the mean cosine similarity
+    of their mel spectra along the best time alignment (dynamic time warping).
+
+    Waveform correlation cannot survive WebRTC: Opus changes the phase and the receiver's
+    jitter buffer speeds audio up or slows it down by a few percent. This measure does:
+    the same espeak-ng sentence scores about 0.9 after a round trip through a room, a
+    similar sentence about 0.86, a different one 0.6-0.75.
+    """
+    sa, sb = _mel_bands(a, rate), _mel_bands(b, rate)
+    if len(sa) < 10 or len(sb) < 10:
+        return 0.0
+    # compare spectral shape, not level: gain control and codecs change the level
+    sa = sa - sa.mean(axis=1, keepdims=True)
+    sb = sb - sb.mean(axis=1, keepdims=True)
+    sa /= np.linalg.norm(sa, axis=1, keepdims=True) + 1e-9
+    sb /= np.linalg.norm(sb, axis=1, keepdims=True) + 1e-9
+    cost_of = 1.0 - sa @ sb.T
+    n, m = cost_of.shape
+    width = max(int(band * max(n, m)), abs(n - m) + 1)
+    cost = np.full((n + 1, m + 1), np.inf)
+    steps = np.zeros((n + 1, m + 1))
+    cost[0, 0] = 0.0
+    for i in range(1, n + 1):
+        centre = i * m // n
+        for j in range(max(1, centre - width), min(m, centre + width) + 1):
+            options = ((cost[i - 1, j - 1], steps[i - 1, j - 1]),
+                       (cost[i - 1, j], steps[i - 1, j]),
+                       (cost[i, j - 1], steps[i, j - 1]))
+            best_cost, best_steps = min(options)
+            cost[i, j] = best_cost + cost_of[i - 1, j - 1]
+            steps[i, j] = best_steps + 1
+    return float(1.0 - cost[n, m] / steps[n, m])

@@ -1,0 +1,135 @@
+"""A conversation through a LiveKit room over real WebRTC: caller → local LiveKit server →
+agent worker (`python agent.py start`) → offline Gemini Live → and back."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from livekit import rtc
+
+from ..support.audio import best_correlation, resample, speech_similarity, trim_silence
+from ..support.caller import RATE, Caller, caller_token
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+QUESTION = "Please repeat after me the quick brown fox jumps over the lazy dog"
+
+
+def sounds_like(heard: np.ndarray, said: np.ndarray) -> float:
+    """Speech similarity in the model's 16 kHz band (see support.audio.speech_similarity)."""
+    return speech_similarity(
+        trim_silence(resample(heard, RATE, 16000), 16000),
+        trim_silence(resample(said, RATE, 16000), 16000),
+        16000,
+    )
+
+
+def model_input(session) -> np.ndarray:
+    """What the (offline) model heard, as 48 kHz samples."""
+    return resample(np.frombuffer(bytes(session.audio_in), np.int16), 16000, RATE)
+
+
+def model_reply(session) -> np.ndarray:
+    """What the model said, as 48 kHz samples."""
+    return resample(np.frombuffer(bytes(b"".join(session.replies)), np.int16), 24000, RATE)
+
+
+async def test_spoken_question_is_answered_in_the_room(worker, stack, join, speech):
+    caller = await join()
+    agent = await caller.wait_agent()
+    assert agent.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+    await caller.wait_for(lambda: ("listening" in [s for _, s in caller.agent_states]), 30,
+                          "the agent to listen")
+    question = speech(QUESTION)
+    caller.say(question)
+    spoken_at = await caller.wait_spoken()
+
+    reply = await caller.wait_reply(spoken_at)
+    session = stack.gemini.active_sessions[-1]
+    # caller → room → agent → model: the model heard the caller's words
+    assert sounds_like(model_input(session), question) >= 0.85
+    # model → agent → room → caller: the caller hears the model's reply, sample for sample
+    assert best_correlation(trim_silence(reply, RATE), trim_silence(model_reply(session), RATE)) >= 0.9
+    # and end to end, the reply (an echo) sounds like what the caller said
+    assert sounds_like(reply, question) >= 0.85
+
+    # both sides' words arrive as transcription text streams
+    await caller.wait_for(lambda: "utterance 1" in caller.said_by_me(), 10, "user transcript")
+    await caller.wait_for(lambda: "utterance 1" in caller.said_by_agent(), 10, "agent transcript")
+    states = [s for _, s in caller.agent_states]
+    assert {"listening", "thinking", "speaking"} <= set(states) or {"listening", "speaking"} <= set(states)
+
+
+async def test_caller_interrupts_the_agent_over_webrtc(worker, stack, join, speech):
+    tone = (np.sin(2 * np.pi * 330 * np.arange(24000 * 8) / 24000) * 12000).astype(np.int16)
+    stack.gemini.script.reply(1, text="a very long answer", audio=tone.tobytes())
+    try:
+        caller = await join()
+        await caller.wait_agent()
+        caller.say(speech("Tell me everything you know."))
+        spoken_at = await caller.wait_spoken()
+        started = await caller.wait_for(lambda: caller.heard.first_loud(spoken_at), 20,
+                                        "the agent's long answer")
+        await asyncio.sleep(1.0)
+        caller.say(speech("Wait, stop."))
+        await caller.wait_for(
+            lambda: (t := caller.heard.last_loud()) is not None and t < caller.heard.frames[-1][0] - 1.0,
+            10, "the agent's audio to stop")
+        played = caller.heard.last_loud() - started
+        assert played < 5.0, f"the agent talked over the caller for {played:.1f} s of an 8 s answer"
+        session = stack.gemini.active_sessions[-1]
+        assert any(m.content.get("interrupted") for m in session.sent)
+    finally:
+        stack.gemini.script.reset()
+
+
+async def test_two_rooms_at_once_stay_isolated(worker, stack, join, speech):
+    a, b = await join(identity="alice"), await join(identity="bob")
+    await asyncio.gather(a.wait_agent(), b.wait_agent())
+    await asyncio.sleep(1.0)
+    said_a = speech("Alice speaks about apples and oranges in the first room.")
+    said_b = speech("Bob talks about boats on the river in the second room, much longer.")
+    a.say(said_a)
+    b.say(said_b)
+    end_a, end_b = await asyncio.gather(a.wait_spoken(), b.wait_spoken())
+    heard_a, heard_b = await asyncio.gather(a.wait_reply(end_a), b.wait_reply(end_b))
+    assert sounds_like(heard_a, said_a) >= 0.85
+    assert sounds_like(heard_b, said_b) >= 0.85
+    # nobody hears the other room's conversation
+    assert sounds_like(heard_a, said_b) < 0.8
+    assert sounds_like(heard_b, said_a) < 0.8
+
+
+async def test_caller_leaving_ends_the_agent_session(worker, stack, join, speech):
+    caller = await join()
+    agent = await caller.wait_agent()
+    room = stack.livekit.rooms.get_room(caller.room.name)
+    caller.say(speech("Goodbye."))
+    await caller.wait_reply(0)
+    session = stack.gemini.active_sessions[-1]
+    await caller.leave()
+
+    # the agent hangs up its Gemini session and leaves the room, without waiting for the
+    # room's departure timeout
+    await session.wait_closed(timeout=15)
+
+    async def agent_left() -> None:
+        while agent.identity in room.participants:
+            await asyncio.sleep(0.1)
+
+    await asyncio.wait_for(agent_left(), 15)
+    assert "Traceback" not in worker.log_tail(400)
+
+
+async def test_bad_token_is_refused(worker, stack):
+    room = rtc.Room()
+    bad = caller_token(stack.livekit.api_key, "x" * 40, "room-bad", "mallory", agent_name=None)
+    with pytest.raises(rtc.ConnectError):
+        await room.connect(stack.livekit.url, bad, rtc.RoomOptions(connect_timeout=5.0))
+    expired = caller_token(stack.livekit.api_key, stack.livekit.api_secret, "room-bad", "mallory",
+                           agent_name=None, ttl_s=-60)
+    with pytest.raises(rtc.ConnectError):
+        await room.connect(stack.livekit.url, expired, rtc.RoomOptions(connect_timeout=5.0))
+    assert stack.livekit.rooms.get_room("room-bad") is None or not stack.livekit.rooms.get_room("room-bad").participants
