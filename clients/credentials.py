@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from dotenv import find_dotenv, load_dotenv
 from livekit import api
 
@@ -48,9 +49,28 @@ def signal_url(url: str) -> str:
     return url
 
 
+LIVEKIT_YAML = Path(__file__).resolve().parents[1] / "livekit.yaml"
+
+
+def local_server() -> LiveKitCredentials | None:
+    """The server `python agent.py local` starts, as livekit.yaml describes it."""
+    try:
+        config = yaml.safe_load(LIVEKIT_YAML.read_text()) or {}
+        key, secret = next(iter((config.get("keys") or {}).items()))
+        return LiveKitCredentials(f"ws://127.0.0.1:{int(config.get('port', 7880))}", str(key), str(secret))
+    except (OSError, StopIteration, ValueError, AttributeError, yaml.YAMLError):
+        return None
+
+
 def resolve(url: str | None = None) -> LiveKitCredentials:
-    """Credentials from arguments, the environment and .env files, or a clear error."""
+    """Credentials from arguments, the environment and .env files, or a clear error.
+
+    With none of LIVEKIT_URL / LIVEKIT_API_KEY / LIVEKIT_API_SECRET set anywhere, the
+    local server of `python agent.py local` (livekit.yaml) is used."""
     load_env_files()
+    names = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
+    if not url and not any(os.environ.get(n) for n in names) and (local := local_server()):
+        return local
     url = url or os.environ.get("LIVEKIT_URL", "")
     key = os.environ.get("LIVEKIT_API_KEY", "")
     secret = os.environ.get("LIVEKIT_API_SECRET", "")

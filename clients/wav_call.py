@@ -374,9 +374,10 @@ def parse_args(argv: list[str] | None = None) -> CallOptions:
     if a.timeout <= 0 or a.agent_timeout <= 0:
         ap.error("--timeout and --agent-timeout must be positive")
     logging.basicConfig(
-        level=logging.DEBUG if a.verbose else logging.INFO,
+        level=logging.DEBUG if a.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logger.setLevel(logging.DEBUG if a.verbose else logging.INFO)
     if not a.verbose:
         # the SDK logs every retry; the failure itself is reported by this client
         logging.getLogger("livekit").setLevel(logging.CRITICAL)

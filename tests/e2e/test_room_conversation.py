@@ -47,13 +47,13 @@ async def test_spoken_question_is_answered_in_the_room(worker, stack, join, spee
     spoken_at = await caller.wait_spoken()
 
     reply = await caller.wait_reply(spoken_at)
-    session = stack.gemini.active_sessions[-1]
+    session = stack.gemini.sessions[-1]
     # caller → room → agent → model: the model heard the caller's words
-    assert sounds_like(model_input(session), question) >= 0.85
+    assert sounds_like(model_input(session), question) >= 0.8
     # model → agent → room → caller: the caller hears the model's reply, sample for sample
     assert best_correlation(trim_silence(reply, RATE), trim_silence(model_reply(session), RATE)) >= 0.9
     # and end to end, the reply (an echo) sounds like what the caller said
-    assert sounds_like(reply, question) >= 0.85
+    assert sounds_like(reply, question) >= 0.8
 
     # both sides' words arrive as transcription text streams
     await caller.wait_for(lambda: "utterance 1" in caller.said_by_me(), 10, "user transcript")
@@ -95,20 +95,20 @@ async def test_two_rooms_at_once_stay_isolated(worker, stack, join, speech):
     b.say(said_b)
     end_a, end_b = await asyncio.gather(a.wait_spoken(), b.wait_spoken())
     heard_a, heard_b = await asyncio.gather(a.wait_reply(end_a), b.wait_reply(end_b))
-    assert sounds_like(heard_a, said_a) >= 0.85
-    assert sounds_like(heard_b, said_b) >= 0.85
-    # nobody hears the other room's conversation
-    assert sounds_like(heard_a, said_b) < 0.8
-    assert sounds_like(heard_b, said_a) < 0.8
+    # each caller hears its own words back, and not the other room's
+    for heard, own, other in ((heard_a, said_a, said_b), (heard_b, said_b, said_a)):
+        assert sounds_like(heard, own) >= 0.8
+        assert sounds_like(heard, own) - sounds_like(heard, other) >= 0.08
 
 
 async def test_caller_leaving_ends_the_agent_session(worker, stack, join, speech):
+    earlier_sessions = len(stack.gemini.sessions)
     caller = await join()
     agent = await caller.wait_agent()
     room = stack.livekit.rooms.get_room(caller.room.name)
     caller.say(speech("Goodbye."))
     await caller.wait_reply(0)
-    session = stack.gemini.active_sessions[-1]
+    session = stack.gemini.sessions[earlier_sessions]  # this room's agent's session
     await caller.leave()
 
     # the agent hangs up its Gemini session and leaves the room, without waiting for the

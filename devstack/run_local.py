@@ -1,0 +1,102 @@
+"""`python agent.py local`: the whole product on this machine, no accounts needed.
+
+Starts what is not configured for real — the local LiveKit server (unless LIVEKIT_URL is
+set) and the offline Gemini Live server (unless GOOGLE_API_KEY is set) — then one agent
+worker (`python agent.py start`, exactly as deployed) and the web client, and says how
+to join. Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from agents.settings import SettingsError, load_settings
+
+from .stack import ROOT, LocalStack
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python agent.py local", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--livekit-config", default=str(ROOT / "livekit.yaml"),
+                    help="livekit-server config for the local server (default: livekit.yaml)")
+    ap.add_argument("--livekit-port", type=int, default=None,
+                    help="port of the local LiveKit server (default: `port` in the config)")
+    ap.add_argument("--web-port", type=int, default=None,
+                    help="port of the web client (default: web.port in config/agent.yaml)")
+    ap.add_argument("--workers", type=int, default=1, help="agent worker processes (default 1)")
+    return ap.parse_args(argv)
+
+
+async def run(args: argparse.Namespace) -> int:
+    from agents.web.server import WebServer
+    from agents.web.token_service import LiveKitCredentials
+
+    settings = load_settings()
+    workdir = Path(tempfile.mkdtemp(prefix="gemini-agent-local-"))
+    stack = LocalStack(workdir=workdir, livekit_config=Path(args.livekit_config),
+                       livekit_port=args.livekit_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    async with stack:
+        env = stack.env()
+        creds = LiveKitCredentials(env["LIVEKIT_URL"], env["LIVEKIT_API_KEY"], env["LIVEKIT_API_SECRET"])
+        for _ in range(args.workers):
+            await stack.start_worker()
+        async with WebServer(settings, creds, port=args.web_port) as web:
+            lines = [
+                "",
+                "Gemini Live agent is running.",
+                f"  LiveKit  {creds.url}  "
+                + ("(yours, from LIVEKIT_URL)" if stack.real_livekit
+                   else "(local stand-in; set LIVEKIT_URL and keys to use a real server)"),
+                "  Gemini   " + ("Gemini Live (GOOGLE_API_KEY)" if stack.real_gemini
+                                 else "offline stand-in: it answers with your own words "
+                                      "(set GOOGLE_API_KEY for real Gemini)"),
+                f"  Agent    '{settings.agent.name or '(automatic dispatch)'}', "
+                f"{len(stack.workers)} worker(s), logs in {workdir}",
+                "",
+                f"Talk to it in a browser:  {web.url}",
+                "Or from a WAV file:       python agent.py call --input question.wav --output reply.wav",
+                "Ctrl-C stops everything.",
+                "",
+            ]
+            print("\n".join(lines), flush=True)
+            watch = [asyncio.create_task(w.proc.wait()) for w in stack.workers]
+            stopped = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait([stopped, *watch], return_when=asyncio.FIRST_COMPLETED)
+            for t in [stopped, *watch]:
+                t.cancel()
+            if stopped not in done:
+                dead = next(w for w in stack.workers if w.proc.returncode is not None)
+                print(f"error: the agent worker exited ({dead.proc.returncode}):\n{dead.log_tail()}",
+                      file=sys.stderr)
+                return 1
+    print("stopped.")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        load_settings()  # a bad setting stops us before anything starts
+        return asyncio.run(run(args))
+    except SettingsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except RuntimeError as e:  # e.g. the worker did not register
+        print(f"error: {e}", file=sys.stderr)
+        return 1
