@@ -7,19 +7,25 @@ environment itself; nothing here touches credentials.
 from __future__ import annotations
 
 from google.genai import types
-from livekit.agents import NOT_GIVEN
+from livekit import rtc
+from livekit.agents import NOT_GIVEN, utils
 from livekit.plugins.google import realtime
 from livekit.plugins.google.realtime import realtime_api
 
+from . import audio_path
 from .settings import ModelSettings, Settings, TurnDetectionSettings
 
 
 class GeminiRealtimeModel(realtime.RealtimeModel):
     """The plugin's model, with the few options it has no switch for."""
 
-    def __init__(self, *, session_resumption: bool = True, **kwargs) -> None:
+    def __init__(
+        self, *, session_resumption: bool = True, input_chunk_ms: int | None = None, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self._session_resumption_enabled = session_resumption
+        # None: the plugin's own input path (resampler + 50 ms chunks)
+        self._input_chunk_ms = input_chunk_ms
 
     def session(self, *, turn_detection_disabled: bool = False) -> realtime_api.RealtimeSession:
         sess = GeminiRealtimeSession(self)
@@ -28,6 +34,68 @@ class GeminiRealtimeModel(realtime.RealtimeModel):
 
 
 class GeminiRealtimeSession(realtime_api.RealtimeSession):
+    def __init__(self, realtime_model: GeminiRealtimeModel) -> None:
+        super().__init__(realtime_model)
+        chunk_ms = realtime_model._input_chunk_ms
+        # 16 kHz mono from RoomIO goes out in chunks of this size, with no resampler
+        self._chunker = (
+            None
+            if chunk_ms is None
+            else utils.audio.AudioByteStream(
+                audio_path.GEMINI_INPUT_RATE, 1,
+                samples_per_channel=audio_path.GEMINI_INPUT_RATE * chunk_ms // 1000,
+            )
+        )
+
+    def push_audio(self, frame: rtc.AudioFrame) -> None:
+        if (tr := audio_path.trace()) is not None:
+            tr.event("in", dur=frame.duration, lvl=audio_path.peak(frame.data))
+        if (
+            self._chunker is None
+            or frame.sample_rate != audio_path.GEMINI_INPUT_RATE
+            or frame.num_channels != 1
+        ):
+            super().push_audio(frame)
+            return
+        # RoomIO already delivers Gemini's format: no resampler holding audio back, and a
+        # chunk goes out as soon as it is complete (with 10 ms chunks: every frame at once)
+        for chunk in self._chunker.write(frame.data.tobytes()):
+            self._send_client_event(
+                types.LiveClientRealtimeInput(
+                    audio=types.Blob(
+                        data=chunk.data.tobytes(),
+                        mime_type=f"audio/pcm;rate={audio_path.GEMINI_INPUT_RATE}",
+                    )
+                )
+            )
+
+    # ---- measurement hooks (latency.trace_file; nothing happens when it is off) ----------
+    async def _send_task(self, session) -> None:
+        if audio_path.trace() is not None:
+            send = session.send_realtime_input
+
+            async def send_realtime_input(**kwargs) -> None:
+                await send(**kwargs)
+                if (tr := audio_path.trace()) is not None and (audio := kwargs.get("audio")):
+                    tr.event("sent", dur=len(audio.data) / 2 / audio_path.GEMINI_INPUT_RATE)
+
+            session.send_realtime_input = send_realtime_input
+        await super()._send_task(session)
+
+    def _handle_server_content(self, server_content: types.LiveServerContent) -> None:
+        if (tr := audio_path.trace()) is not None and server_content.model_turn:
+            for part in server_content.model_turn.parts or []:
+                if part.inline_data and part.inline_data.data:
+                    data = part.inline_data.data
+                    tr.event("model", dur=len(data) / 2 / 24000, lvl=audio_path.peak(data))
+        super()._handle_server_content(server_content)
+
+    def _handle_input_speech_started(self) -> None:
+        # the plugin's reaction to the model's `interrupted`
+        if (tr := audio_path.trace()) is not None:
+            tr.event("interrupted")
+        super()._handle_input_speech_started()
+
     def _build_connect_config(self) -> types.LiveConnectConfig:
         config = super()._build_connect_config()
         # The plugin always asks for resumption handles; a deployment may not want the
@@ -88,8 +156,10 @@ def build_realtime_model(settings: Settings, instructions: str) -> GeminiRealtim
     def given(value):
         return NOT_GIVEN if value is None else value
 
+    lat = settings.latency
     return GeminiRealtimeModel(
         session_resumption=m.session_resumption,
+        input_chunk_ms=None if audio_path.is_framework(lat) else lat.input_chunk_ms,
         instructions=instructions,
         model=m.name,
         voice=m.voice,

@@ -8,12 +8,14 @@ sides' transcripts published as `lk.transcription` text streams.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from livekit import rtc
 from livekit.agents import AgentSession, JobContext, room_io
 from livekit.agents.voice.agent_session import VoiceActivityVideoSampler
 
+from . import audio_path
 from .assistant import Assistant
 from .model import build_realtime_model
 from .settings import Settings
@@ -22,12 +24,17 @@ logger = logging.getLogger("gemini-agent")
 
 
 def room_options(settings: Settings, participant: rtc.RemoteParticipant) -> room_io.RoomOptions:
+    speaks = settings.model.modality == "audio"
     return room_io.RoomOptions(
         participant_identity=participant.identity,
-        audio_input=room_io.AudioInputOptions(auto_gain_control=settings.audio.auto_gain_control),
+        # latency.*: 16 kHz / 10 ms input frames by default (see agents/audio_path.py)
+        audio_input=audio_path.audio_input_options(
+            settings.latency, auto_gain_control=settings.audio.auto_gain_control
+        ),
         video_input=settings.video.enabled,
         text_input=True,
-        audio_output=settings.model.modality == "audio",
+        # the low-latency output is ours (run_session sets it); RoomIO builds the default one
+        audio_output=speaks and not audio_path.needs_own_output(settings.latency),
         text_output=True,
     )
 
@@ -66,10 +73,28 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
         "starting session",
         extra={"room": ctx.room.name, "participant": participant.identity, "sip": is_phone_call},
     )
+    audio_path.open_trace(settings.latency, room=ctx.room.name)
     session = build_session(settings, echo_warmup_s=echo_warmup(settings, participant))
+    if settings.model.modality == "audio" and audio_path.needs_own_output(settings.latency):
+        # RoomIO's audio output with low-latency sizes; RoomIO wraps it for transcript sync
+        audio_out = audio_path.build_audio_output(settings.latency, ctx.room)
+        session.output.audio = audio_out
+        publish = asyncio.create_task(audio_out.start(), name="publish_agent_audio")
+
+        async def close_output() -> None:
+            publish.cancel()
+            await audio_out.aclose()
+
+        ctx.add_shutdown_callback(close_output)
     # When the conversation ends (the caller left, or end_call), leave the room at once
     # rather than idling in it until LiveKit's departure timeout closes it.
     session.on("close", lambda ev: ctx.shutdown(reason=f"session closed: {ev.reason}"))
+    if audio_path.trace() is not None:
+
+        async def close_trace() -> None:
+            audio_path.close_trace()
+
+        ctx.add_shutdown_callback(close_trace)
     await session.start(
         agent=Assistant(settings, hang_up_room=is_phone_call),
         room=ctx.room,

@@ -160,6 +160,23 @@ class AudioSettings(_Section):
     auto_gain_control: bool = True
 
 
+class LatencySettings(_Section):
+    # low: the product's low-latency audio path (agents/audio_path.py). framework: the
+    # agents framework's and the Google plugin's own sizes (24 kHz/50 ms input frames,
+    # plugin resampler and 50 ms chunks, 50 ms output frames, 200 ms AudioSource queue).
+    mode: Literal["low", "framework"] = "low"
+    # RoomIO input: 16000 is Gemini's own rate, so the plugin's resampler is bypassed.
+    input_sample_rate: Literal[16000, 24000, 48000] = 16000
+    input_frame_ms: int = Field(default=10, ge=10, le=100, multiple_of=10)
+    # audio per realtime_input message to Gemini (the plugin sends 50 ms)
+    input_chunk_ms: int = Field(default=20, ge=10, le=100, multiple_of=10)
+    # the agent's audio: frame size, and the WebRTC AudioSource queue ahead of the sender
+    output_frame_ms: int = Field(default=10, ge=10, le=100, multiple_of=10)
+    output_queue_ms: int = Field(default=40, ge=10, le=1000, multiple_of=10)
+    # measurement hook for bench/: write per-frame timestamps to <trace_file>.<pid>.<room>.jsonl
+    trace_file: str = ""
+
+
 class AgentIdentitySettings(_Section):
     # Explicit dispatch name; "" means automatic dispatch to every new room.
     name: str = "gemini-agent"
@@ -243,6 +260,7 @@ class Settings(BaseSettings):
     turn_detection: TurnDetectionSettings = TurnDetectionSettings()
     video: VideoSettings = VideoSettings()
     audio: AudioSettings = AudioSettings()
+    latency: LatencySettings = LatencySettings()
     worker: WorkerSettings = WorkerSettings()
     web: WebSettings = WebSettings()
 
