@@ -96,6 +96,22 @@ class GeminiRealtimeSession(realtime_api.RealtimeSession):
             tr.event("interrupted")
         super()._handle_input_speech_started()
 
+    def interrupt(self) -> None:
+        # The plugin answers every interruption with `activityStart`. With Gemini's own
+        # activity detection that does nothing, but in push-to-talk it opens a user turn
+        # whenever the framework stops playback, which it does as each of Gemini's replies
+        # begins: the reply would cut itself off. There, only the button opens a turn.
+        if self._manual_activity_detection:
+            return
+        super().interrupt()
+
+    def end_user_activity(self) -> None:
+        """Push-to-talk release: `activityEnd` closes the turn and Gemini answers it. (The
+        plugin only sends it from generate_reply, which adds a turn of its own.)"""
+        if self._in_user_activity:
+            self._in_user_activity = False
+            self._send_client_event(types.LiveClientRealtimeInput(activity_end=types.ActivityEnd()))
+
     def _build_connect_config(self) -> types.LiveConnectConfig:
         config = super()._build_connect_config()
         # The plugin always asks for resumption handles; a deployment may not want the

@@ -15,7 +15,7 @@ from livekit import rtc
 from livekit.agents import AgentSession, JobContext, room_io
 from livekit.agents.voice.agent_session import VoiceActivityVideoSampler
 
-from . import audio_path
+from . import audio_path, push_to_talk
 from .assistant import Assistant
 from .model import build_realtime_model
 from .settings import Settings
@@ -58,8 +58,8 @@ def build_session(settings: Settings, *, echo_warmup_s: float | None) -> AgentSe
         else None,
         aec_warmup_duration=echo_warmup_s,
         turn_handling={
-            # turns come from Gemini's own activity detection (or push-to-talk)
-            "turn_detection": "realtime_llm",
+            # turns come from Gemini's own activity detection, or the caller's button
+            "turn_detection": "manual" if settings.turn_detection.mode == "manual" else "realtime_llm",
             "interruption": {"enabled": settings.turn_detection.interruptions},
         },
     )
@@ -100,4 +100,6 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
         room=ctx.room,
         room_options=room_options(settings, participant),
     )
+    if settings.turn_detection.mode == "manual":
+        await push_to_talk.enable(session, ctx.room)
     return session
