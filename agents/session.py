@@ -18,6 +18,7 @@ from livekit.agents.voice.agent_session import VoiceActivityVideoSampler
 from . import audio_path, push_to_talk
 from .assistant import Assistant
 from .model import build_realtime_model
+from .participants import follow_participants
 from .settings import Settings
 
 logger = logging.getLogger("gemini-agent")
@@ -36,6 +37,8 @@ def room_options(settings: Settings, participant: rtc.RemoteParticipant) -> room
         # the low-latency output is ours (run_session sets it); RoomIO builds the default one
         audio_output=speaks and not audio_path.needs_own_output(settings.latency),
         text_output=True,
+        # in a meeting the agent turns to the next person instead (agents/participants.py)
+        close_on_disconnect=False,
     )
 
 
@@ -100,6 +103,7 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
         room=ctx.room,
         room_options=room_options(settings, participant),
     )
+    follow_participants(session, ctx.room)
     if settings.turn_detection.mode == "manual":
         await push_to_talk.enable(session, ctx.room)
     return session

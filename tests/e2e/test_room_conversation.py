@@ -133,3 +133,29 @@ async def test_bad_token_is_refused(worker, stack):
     with pytest.raises(rtc.ConnectError):
         await room.connect(stack.livekit.url, expired, rtc.RoomOptions(connect_timeout=5.0))
     assert stack.livekit.rooms.get_room("room-bad") is None or not stack.livekit.rooms.get_room("room-bad").participants
+
+
+async def test_in_a_meeting_the_agent_turns_to_the_next_person(worker, stack, join, speech):
+    alice = await join(identity="alice")
+    await alice.wait_agent()
+    bob = await join(room=alice.room.name, identity="bob")
+    agent = await bob.wait_for(lambda: bob.agent, 10, "bob to see the agent")
+    await alice.leave()
+
+    # the conversation goes on with bob, who is heard and answered
+    await asyncio.sleep(1.0)
+    question = speech("Now it is Bob asking the agent something")
+    bob.say(question)
+    spoken_at = await bob.wait_spoken()
+    reply = await bob.wait_reply(spoken_at)
+    assert sounds_like(reply, question) >= 0.8
+
+    # and ends when the last person leaves
+    room = stack.livekit.rooms.get_room(bob.room.name)
+    await bob.leave()
+
+    async def agent_left() -> None:
+        while agent.identity in room.participants:
+            await asyncio.sleep(0.1)
+
+    await asyncio.wait_for(agent_left(), 15)
