@@ -209,8 +209,7 @@ def input_latencies(trace: list[dict], t0: float, t1: float) -> list[float]:
     for t, s, d in zip(ti, si, di):
         if not (t0 <= t < t1):
             continue
-        k = int(np.searchsorted(ends, s + 1e-6, side="right"))
-        # the chunk whose span holds position s: first with end > s
+        # the chunk whose span holds position s: the first ending after it
         k = int(np.argmax(ends > s + 1e-6)) if (ends > s + 1e-6).any() else -1
         if k < 0:
             continue
