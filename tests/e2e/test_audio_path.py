@@ -47,13 +47,14 @@ async def test_framework_default_audio_path_still_answers(stack, join, speech):
     w = await stack.start_worker({**HEADSET_AGENT_ENV, "AGENT_LATENCY__MODE": "framework",
                                   "AGENT_AGENT__NAME": "framework-agent"})
     try:
+        earlier = len(stack.gemini.sessions)
         caller = await join(agent_name="framework-agent")
         await caller.wait_agent()
         question = speech("Is the old path still there?")
         caller.say(question)
         spoken = await caller.wait_spoken()
         heard = await caller.wait_reply(spoken)
-        session = stack.gemini.active_sessions[-1]
+        session = stack.gemini.sessions[earlier]  # this room's agent's session
         said = resample(np.frombuffer(bytes(b"".join(session.replies)), np.int16), 24000, RATE)
         assert best_correlation(trim_silence(heard, RATE), trim_silence(said, RATE)) >= 0.9
     finally:
