@@ -4,18 +4,24 @@ from __future__ import annotations
 
 from livekit.agents import Agent
 
+from . import audio_path
 from .settings import Settings
 from .tools import end_call_tool, get_current_time
 
 
 class Assistant(Agent):
-    def __init__(self, settings: Settings, *, hang_up_room: bool = False) -> None:
+    def __init__(
+        self, settings: Settings, *, hang_up_room: bool = False, instructions: str | None = None
+    ) -> None:
         super().__init__(
-            instructions=settings.instructions(),
+            # the text read once per job process (prewarm), or read now
+            instructions=instructions if instructions is not None else settings.instructions(),
             tools=[get_current_time, end_call_tool(hang_up_room=hang_up_room)],
         )
         self._settings = settings
 
     async def on_enter(self) -> None:
         if self._settings.agent.greet:
+            if (tr := audio_path.trace()) is not None:
+                tr.event("greet")
             self.session.generate_reply(instructions=self._settings.agent.greeting_instructions)

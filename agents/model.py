@@ -6,11 +6,17 @@ environment itself; nothing here touches credentials.
 
 from __future__ import annotations
 
+import os
+import ssl
+
+import certifi
+from google.genai import Client as GenAIClient
 from google.genai import types
 from livekit import rtc
-from livekit.agents import NOT_GIVEN, utils
+from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, llm, utils
 from livekit.plugins.google import realtime
 from livekit.plugins.google.realtime import realtime_api
+from livekit.plugins.google.utils import create_tools_config
 
 from . import audio_path
 from .settings import ModelSettings, Settings, TurnDetectionSettings
@@ -27,15 +33,41 @@ class GeminiRealtimeModel(realtime.RealtimeModel):
         # None: the plugin's own input path (resampler + 50 ms chunks)
         self._input_chunk_ms = input_chunk_ms
 
+        # a session opened ahead of the AgentSession (connect_early), not yet handed over
+        self._early: GeminiRealtimeSession | None = None
+
+    def connect_early(self, tools: list[llm.Tool]) -> GeminiRealtimeSession:
+        """Open the Live connection now (TLS + setup), e.g. while the room connects; the
+        AgentSession's activity then takes this session instead of opening its own.
+
+        `tools` are the agent's (flattened): the setup declares them, so the activity's
+        update_tools() finds nothing to change and does not reconnect."""
+        sess = GeminiRealtimeSession(self, tools=tools)
+        self._sessions.add(sess)
+        self._early = sess
+        return sess
+
+    async def close_early(self) -> None:
+        """Close a session opened by connect_early() that nobody took (the job ended first)."""
+        sess, self._early = self._early, None
+        if sess is not None:
+            await sess.aclose()
+
     def session(self, *, turn_detection_disabled: bool = False) -> realtime_api.RealtimeSession:
+        if (sess := self._early) is not None:
+            self._early = None
+            return sess
         sess = GeminiRealtimeSession(self)
         self._sessions.add(sess)
         return sess
 
 
 class GeminiRealtimeSession(realtime_api.RealtimeSession):
-    def __init__(self, realtime_model: GeminiRealtimeModel) -> None:
+    def __init__(self, realtime_model: GeminiRealtimeModel, *, tools: list[llm.Tool] | None = None) -> None:
         super().__init__(realtime_model)
+        if tools:
+            # before the session's connect task first runs: the setup declares them
+            self._tools = llm.ToolContext(tools)
         chunk_ms = realtime_model._input_chunk_ms
         # 16 kHz mono from RoomIO goes out in chunks of this size, with no resampler
         self._chunker = (
@@ -105,6 +137,22 @@ class GeminiRealtimeSession(realtime_api.RealtimeSession):
             return
         super().interrupt()
 
+    async def update_tools(self, tools: list[llm.Tool]) -> None:
+        # The plugin compares tools by object identity and reconnects on any change. Tools
+        # whose declarations are the ones this connection was set up with (another Agent
+        # instance's objects for the same functions) change nothing on the wire: adopt them.
+        new = llm.ToolContext(tools)
+        if new != self._tools and self._declarations(new) == self._declarations(self._tools):
+            self._tools = new
+            return
+        await super().update_tools(tools)
+
+    def _declarations(self, tools: llm.ToolContext) -> list[types.Tool]:
+        declared, _ = create_tools_config(
+            tools, tool_behavior=self._opts.tool_behavior, use_parameters_json_schema=False
+        )
+        return declared
+
     def end_user_activity(self) -> None:
         """Push-to-talk release: `activityEnd` closes the turn and Gemini answers it. (The
         plugin only sends it from generate_reply, which adds a turn of its own.)"""
@@ -112,13 +160,96 @@ class GeminiRealtimeSession(realtime_api.RealtimeSession):
             self._in_user_activity = False
             self._send_client_event(types.LiveClientRealtimeInput(activity_end=types.ActivityEnd()))
 
+    def _report_connection_acquired(self, acquire_time: float) -> None:
+        if (tr := audio_path.trace()) is not None:
+            tr.event("gemini_connected", took=acquire_time)
+        super()._report_connection_acquired(acquire_time)
+
     def _build_connect_config(self) -> types.LiveConnectConfig:
+        # called right before each connect
+        if (tr := audio_path.trace()) is not None:
+            tr.event("gemini_connect")
         config = super()._build_connect_config()
         # The plugin always asks for resumption handles; a deployment may not want the
         # service to keep its conversation state.
         if not self._realtime_model._session_resumption_enabled:  # type: ignore[attr-defined]
             config.session_resumption = None
         return config
+
+
+def tls_context() -> ssl.SSLContext:
+    """The TLS context google-genai builds for its Live WebSocket (SSL_CERT_FILE, else
+    certifi's roots; SSL_CERT_DIR). Left to itself, google-genai loads the trust store three
+    times per client (httpx, aiohttp, websockets), ~20 ms each: built once per job process
+    (prewarm) and shared, it costs nothing per call."""
+    return ssl.create_default_context(
+        cafile=os.environ.get("SSL_CERT_FILE", certifi.where()),
+        capath=os.environ.get("SSL_CERT_DIR"),
+    )
+
+
+def http_options(ssl_context: ssl.SSLContext) -> types.HttpOptions:
+    """The plugin's own HttpOptions (its connect timeout), with the shared TLS context."""
+    return types.HttpOptions(
+        timeout=int(DEFAULT_API_CONNECT_OPTIONS.timeout * 1000),
+        async_client_args={"ssl": ssl_context, "verify": ssl_context},
+    )
+
+
+def warm_up_client(ssl_context: ssl.SSLContext) -> GenAIClient:
+    """Build one google-genai client (and drop it): its first construction imports the
+    HTTP transport stack (~150 ms), which would otherwise land on the first call's path."""
+    return GenAIClient(api_key="prewarm", http_options=http_options(ssl_context))
+
+
+def warm_up_types(model: GeminiRealtimeModel, tools: list[llm.Tool], client: GenAIClient) -> None:
+    """pydantic completes google-genai's model classes on their first use: ~100-250 ms of
+    CPU inside the first Live connect (the setup config) and at the first messages each
+    way. Build each kind once, with no connection, so a call finds them ready.
+
+    Uses the plugin's own config builder on a session object that never runs (no event
+    loop here); if the plugin changes shape this warms less, it never fails the process."""
+    from google.genai import _live_converters as conv
+    from google.genai import _transformers as t
+
+    sess = GeminiRealtimeSession.__new__(GeminiRealtimeSession)
+    sess._opts = model._opts
+    sess._realtime_model = model
+    sess._tools = llm.ToolContext(tools)
+    sess._session_resumption_handle = None
+    config = realtime_api.RealtimeSession._build_connect_config(sess)
+    conv._LiveConnectParameters_to_mldev(
+        api_client=client._api_client,
+        from_object=types.LiveConnectParameters(
+            model=t.t_model(client._api_client, model._opts.model), config=config
+        ).model_dump(exclude_none=True),
+    )
+    # client -> server: the greeting request (client_content), microphone audio
+    turns = [types.Content(parts=[types.Part(text="warm up")], role="user")]
+    conv._LiveClientContent_to_mldev(
+        from_object=t.t_client_content(turns, True).model_dump(mode="json", exclude_none=True)
+    )
+    conv._LiveSendRealtimeInputParameters_to_mldev(
+        from_object=types.LiveSendRealtimeInputParameters.model_validate(
+            {"audio": types.Blob(data=b"\0\0", mime_type="audio/pcm;rate=16000")}
+        )
+    )
+    # server -> client: setupComplete, then a reply's audio, transcripts and bookkeeping
+    for msg in (
+        {"setupComplete": {}},
+        {"serverContent": {"modelTurn": {"parts": [{"inlineData": {
+            "mimeType": "audio/pcm;rate=24000", "data": "AAA="}}]}}},
+        {"serverContent": {"outputTranscription": {"text": "hi"}, "inputTranscription": {"text": "hi"}}},
+        {"serverContent": {"generationComplete": True, "turnComplete": True, "interrupted": False}},
+        {"sessionResumptionUpdate": {"newHandle": "h", "resumable": True}},
+        {"usageMetadata": {"promptTokenCount": 1, "responseTokenCount": 1, "totalTokenCount": 2}},
+        {"toolCall": {"functionCalls": [{"id": "1", "name": "end_call", "args": {}}]}},
+        {"goAway": {"timeLeft": "10s"}},
+    ):
+        types.LiveServerMessage._from_response(
+            response=conv._LiveServerMessage_from_mldev(msg),
+            kwargs=types.LiveServerMessage().model_dump(),
+        )
 
 
 def realtime_input_config(td: TurnDetectionSettings) -> types.RealtimeInputConfig:
@@ -165,7 +296,9 @@ def _compression_config(m: ModelSettings) -> types.ContextWindowCompressionConfi
     )
 
 
-def build_realtime_model(settings: Settings, instructions: str) -> GeminiRealtimeModel:
+def build_realtime_model(
+    settings: Settings, instructions: str, *, ssl_context: ssl.SSLContext | None = None
+) -> GeminiRealtimeModel:
     m = settings.model
     modality = types.Modality.AUDIO if m.modality == "audio" else types.Modality.TEXT
 
@@ -192,4 +325,6 @@ def build_realtime_model(settings: Settings, instructions: str) -> GeminiRealtim
         else None,
         context_window_compression=given(_compression_config(m)),
         realtime_input_config=realtime_input_config(settings.turn_detection),
+        # None: google-genai builds its own TLS contexts for every session
+        http_options=http_options(ssl_context) if ssl_context is not None else NOT_GIVEN,
     )

@@ -15,8 +15,13 @@ from .settings import Settings, load_settings
 
 def _prewarm(proc: JobProcess) -> None:
     # Job processes are started ahead of time; load and check settings there, not on the
-    # hot path of a call.
-    proc.userdata["settings"] = load_settings()
+    # hot path of a call: settings, the instructions text, Gemini's TLS context and
+    # google-genai's first-use costs (agents/session.py prewarm).
+    from .session import prewarm
+
+    settings = load_settings()
+    proc.userdata["settings"] = settings
+    proc.userdata.update(prewarm(settings))
 
 
 async def gemini_agent(ctx: JobContext) -> None:

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from livekit import rtc
-from livekit.agents import AgentSession, JobContext, room_io
+from livekit.agents import AgentSession, JobContext, llm, room_io
 from livekit.agents.voice.agent_session import VoiceActivityVideoSampler
 
 from . import audio_path, push_to_talk
 from .assistant import Assistant
-from .model import build_realtime_model
+from .model import GeminiRealtimeModel, build_realtime_model, warm_up_client, warm_up_types
+from .model import tls_context as model_tls_context
 from .participants import follow_participants
 from .settings import Settings
 
@@ -50,10 +52,12 @@ def echo_warmup(settings: Settings, participant: rtc.RemoteParticipant | None) -
     return settings.audio.echo_warmup_s
 
 
-def build_session(settings: Settings, *, echo_warmup_s: float | None) -> AgentSession:
+def build_session(
+    settings: Settings, *, echo_warmup_s: float | None, model: GeminiRealtimeModel | None = None
+) -> AgentSession:
     fps = settings.video.fps
     return AgentSession(
-        llm=build_realtime_model(settings, settings.instructions()),
+        llm=model if model is not None else build_realtime_model(settings, settings.instructions()),
         # Gemini detects speech itself: no local VAD model to load or run.
         vad=None,
         video_sampler=VoiceActivityVideoSampler(speaking_fps=fps, silent_fps=fps)
@@ -68,41 +72,121 @@ def build_session(settings: Settings, *, echo_warmup_s: float | None) -> AgentSe
     )
 
 
+def mark(ev: str, **fields) -> None:
+    """A startup milestone in the latency trace (bench/greeting.py); nothing when it is off."""
+    if (tr := audio_path.trace()) is not None:
+        tr.event(ev, **fields)
+
+
+def _mark_dispatch(ctx: JobContext) -> None:
+    """The worker's dispatch timeline for this job (unix seconds in the framework's
+    RunningJobInfo) on the trace's monotonic clock."""
+    if audio_path.trace() is None:
+        return
+    info = ctx._info  # noqa: SLF001 - the framework's own record of this job's dispatch
+    offset = time.time() - time.monotonic()
+    stamps = {
+        "job_received": info.received_at,
+        "job_accepted": info.accepted_at,
+        "job_assigned": info.assigned_at,
+        "job_launched": info.launched_at,
+    }
+    for ev, wall in stamps.items():
+        if wall:
+            mark(ev, t=wall - offset)
+
+
+def fast_startup(settings: Settings) -> bool:
+    """`latency.mode: low` also starts the call the fast way (see run_session);
+    `framework` keeps the framework's own order: room, participant, then the model."""
+    return not audio_path.is_framework(settings.latency)
+
+
+def prewarm(settings: Settings) -> dict:
+    """What a job process builds once, before any call (AgentServer's setup_fnc): the
+    instructions text, the TLS context for Gemini, and google-genai's first-use costs (its
+    HTTP transport imports, pydantic completing its model classes): ~600 ms of CPU that the
+    first Live connect of a fresh process would otherwise pay inside the call."""
+    warm: dict = {"instructions": settings.instructions()}
+    if fast_startup(settings):
+        warm["ssl_context"] = ctx = model_tls_context()
+        try:
+            client = warm_up_client(ctx)
+            model = build_realtime_model(settings, warm["instructions"], ssl_context=ctx)
+            warm_up_types(model, llm.ToolContext(Assistant(settings).tools).flatten(), client)
+        except Exception:  # a warm-up only saves time; a call works without it
+            logger.warning("prewarm: warming up google-genai failed", exc_info=True)
+    return warm
+
+
 async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
-    await ctx.connect()
-    participant = await ctx.wait_for_participant()
-    is_phone_call = participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP
-    logger.info(
-        "starting session",
-        extra={"room": ctx.room.name, "participant": participant.identity, "sip": is_phone_call},
-    )
-    audio_path.open_trace(settings.latency, room=ctx.room.name)
-    session = build_session(settings, echo_warmup_s=echo_warmup(settings, participant))
-    if settings.model.modality == "audio" and audio_path.needs_own_output(settings.latency):
-        # RoomIO's audio output with low-latency sizes; RoomIO wraps it for transcript sync
-        audio_out = audio_path.build_audio_output(settings.latency, ctx.room)
-        session.output.audio = audio_out
-        publish = asyncio.create_task(audio_out.start(), name="publish_agent_audio")
+    """Connect to the room, wait for the person, start the AgentSession (whose agent greets).
 
-        async def close_output() -> None:
-            publish.cancel()
-            await audio_out.aclose()
-
-        ctx.add_shutdown_callback(close_output)
-    # When the conversation ends (the caller left, or end_call), leave the room at once
-    # rather than idling in it until LiveKit's departure timeout closes it.
-    session.on("close", lambda ev: ctx.shutdown(reason=f"session closed: {ev.reason}"))
+    Fast startup (`latency.mode: low`) overlaps what the framework does one after another:
+    the Gemini Live connection (TLS + setup, ~100-250 ms) opens while the room connects and
+    the person's media comes up, and the agent's audio track is published (and subscribed by
+    the person) before the person is found, so the greeting only waits for the person."""
+    audio_path.open_trace(settings.latency, room=ctx.job.room.name)
+    mark("job_entry")
+    _mark_dispatch(ctx)
     if audio_path.trace() is not None:
 
         async def close_trace() -> None:
             audio_path.close_trace()
 
         ctx.add_shutdown_callback(close_trace)
+        ctx.room.on("local_track_published", lambda pub, track: mark("agent_published", kind=int(track.kind)))
+    warm = ctx.proc.userdata
+    instructions = warm.get("instructions") or settings.instructions()
+    fast = fast_startup(settings)
+    model = None
+    if fast:
+        model = build_realtime_model(settings, instructions, ssl_context=warm.get("ssl_context"))
+        # the agent's tool declarations; the Assistant built once the person is known
+        # brings its own objects for the same functions (no reconnect, see model.py)
+        model.connect_early(llm.ToolContext(Assistant(settings, instructions=instructions).tools).flatten())
+        ctx.add_shutdown_callback(model.close_early)
+
+    await ctx.connect()
+    mark("room_connected")
+    audio_out = None
+    publish: asyncio.Task | None = None
+    if settings.model.modality == "audio" and audio_path.needs_own_output(settings.latency):
+        # RoomIO's audio output with low-latency sizes; RoomIO wraps it for transcript sync
+        audio_out = audio_path.build_audio_output(settings.latency, ctx.room)
+        audio_out.subscribed.add_done_callback(lambda _: mark("agent_subscribed"))
+
+        async def close_output() -> None:
+            if publish is not None:
+                publish.cancel()
+            await audio_out.aclose()
+
+        ctx.add_shutdown_callback(close_output)
+        if fast:
+            # published now, the person's subscription is negotiated while we wait for them
+            publish = asyncio.create_task(audio_out.start(), name="publish_agent_audio")
+
+    participant = await ctx.wait_for_participant()
+    mark("participant")
+    is_phone_call = participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP
+    logger.info(
+        "starting session",
+        extra={"room": ctx.room.name, "participant": participant.identity, "sip": is_phone_call},
+    )
+    session = build_session(settings, echo_warmup_s=echo_warmup(settings, participant), model=model)
+    if audio_out is not None:
+        session.output.audio = audio_out
+        if publish is None:
+            publish = asyncio.create_task(audio_out.start(), name="publish_agent_audio")
+    # When the conversation ends (the caller left, or end_call), leave the room at once
+    # rather than idling in it until LiveKit's departure timeout closes it.
+    session.on("close", lambda ev: ctx.shutdown(reason=f"session closed: {ev.reason}"))
     await session.start(
-        agent=Assistant(settings, hang_up_room=is_phone_call),
+        agent=Assistant(settings, hang_up_room=is_phone_call, instructions=instructions),
         room=ctx.room,
         room_options=room_options(settings, participant),
     )
+    mark("session_started")
     follow_participants(session, ctx.room)
     if settings.turn_detection.mode == "manual":
         await push_to_talk.enable(session, ctx.room)
