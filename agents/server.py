@@ -7,7 +7,7 @@ its load and LiveKit's dispatcher spreads rooms across them.
 
 from __future__ import annotations
 
-from livekit.agents import AgentServer, JobContext, JobProcess
+from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess
 
 from .session import run_session
 from .settings import Settings, load_settings
@@ -36,6 +36,9 @@ def create_server(settings: Settings) -> AgentServer:
         port=w.http_port,
         num_idle_processes=w.num_idle_processes,
         load_threshold=w.load_threshold,
+        job_executor_type=JobExecutorType(w.job_executor),
+        job_memory_warn_mb=w.job_memory_warn_mb,
+        job_memory_limit_mb=w.job_memory_limit_mb,
     )
     server.rtc_session(gemini_agent, agent_name=settings.agent.name)
     return server

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from livekit.plugins.google.realtime.api_proto import Voice
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -202,6 +203,30 @@ class WorkerSettings(_Section):
     # Above this CPU load (0-1) the worker tells LiveKit it is full; LiveKit then
     # dispatches new rooms to other workers.
     load_threshold: float = Field(default=0.7, gt=0.0, le=1.0)
+    # How each call (job) runs: "process" = its own process (a crash or a leak stays in
+    # that call; memory limits apply), "thread" = a thread of the worker process (shared
+    # memory, far fewer MB per call; one job's crash or blocking code hits every call).
+    # See config/agent.yaml and bench/capacity.py for the measurement behind the default.
+    job_executor: Literal["process", "thread"] = "process"
+    # Job processes whose memory (PSS: shared pages divided among their sharers) exceeds
+    # this are logged; 0 = never. Process executor only.
+    job_memory_warn_mb: float = Field(default=1000, ge=0)
+    # Job processes above this memory (PSS) are killed, ending that call; 0 = no limit.
+    job_memory_limit_mb: float = Field(default=0, ge=0)
+
+    @field_validator("job_memory_limit_mb")
+    @classmethod
+    def _memory_limit(cls, v: float, info: ValidationInfo) -> float:
+        if v > 0:
+            if info.data.get("job_executor") != "process":
+                raise ValueError(
+                    "needs job_executor: process (threads share the worker's memory, so no "
+                    "single call can be measured or killed); set 0 or use job_executor: process"
+                )
+            warn = info.data.get("job_memory_warn_mb", 0)
+            if warn > v:
+                raise ValueError(f"must be at least job_memory_warn_mb ({warn:g}), or 0 for no limit")
+        return v
 
 
 class WebSettings(_Section):

@@ -155,3 +155,33 @@ def test_model_is_built_from_settings(monkeypatch, tmp_path):
     assert opts.response_modalities == [types.Modality.TEXT]
     assert opts.input_audio_transcription is None
     assert model.capabilities.audio_output is False
+
+
+def test_worker_job_executor_and_memory_limits(monkeypatch):
+    s = load_settings()
+    assert s.worker.job_executor == "process"
+    assert s.worker.job_memory_limit_mb == 0
+    monkeypatch.setenv("AGENT_WORKER__JOB_EXECUTOR", "thread")
+    assert load_settings().worker.job_executor == "thread"
+
+    # a memory limit cannot apply to calls that share the worker's process
+    monkeypatch.setenv("AGENT_WORKER__JOB_MEMORY_LIMIT_MB", "300")
+    with pytest.raises(SettingsError) as e:
+        load_settings()
+    msg = str(e.value)
+    assert "worker.job_memory_limit_mb = '300'" in msg
+    assert "AGENT_WORKER__JOB_MEMORY_LIMIT_MB" in msg
+    assert "needs job_executor: process" in msg
+
+    # with processes, the limit must not sit below the warning threshold
+    monkeypatch.setenv("AGENT_WORKER__JOB_EXECUTOR", "process")
+    with pytest.raises(SettingsError) as e:
+        load_settings()
+    assert "must be at least job_memory_warn_mb (1000)" in str(e.value)
+    monkeypatch.setenv("AGENT_WORKER__JOB_MEMORY_WARN_MB", "250")
+    assert load_settings().worker.job_memory_limit_mb == 300
+
+    monkeypatch.setenv("AGENT_WORKER__JOB_EXECUTOR", "fork")
+    with pytest.raises(SettingsError) as e:
+        load_settings()
+    assert "worker.job_executor = 'fork'" in str(e.value) and "'process' or 'thread'" in str(e.value)
