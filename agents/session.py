@@ -114,8 +114,8 @@ def prewarm(settings: Settings) -> dict:
             client = warm_up_client(ctx)
             model = build_realtime_model(settings, warm["instructions"], ssl_context=ctx)
             warm_up_types(model, llm.ToolContext(Assistant(settings).tools).flatten(), client)
-        except Exception:  # a warm-up only saves time; a call works without it
-            logger.warning("prewarm: warming up google-genai failed", exc_info=True)
+        except Exception as e:  # a warm-up only saves time; the call reports real errors
+            logger.warning("prewarm: google-genai warm-up skipped (%s)", e)
     return warm
 
 
