@@ -28,7 +28,7 @@ A step is clean with no missed turn, no room left without an agent, not one lost
 cut reply, and latency p95 within 1.5x the first step's p95 + 100 ms; good allows up to
 0.5 % of reply frames lost (isolated 10 ms gaps). The ramp goes on while steps are good.
 
-    python bench/capacity.py [--executors process,thread] [--levels 2,4,8,12,16,20,24,28,32]
+    python bench/capacity.py [--executors process,thread] [--levels 2,4,6,8,12,16,20,24,28,32]
                              [--window 20] [--soak 600 [--soak-executor thread] [--soak-rooms N]]
 """
 
@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import os
 import random
 import re
@@ -400,6 +401,9 @@ def judge(step: Step, first: Step | None) -> bool:
             and step.lost <= LOST_OK * step.frames and pct(step.lat, 95) <= limit)
 
 
+_phases = itertools.count(1)
+
+
 class Phase:
     """One worker configuration, its rooms and its ramp."""
 
@@ -414,6 +418,7 @@ class Phase:
         self.rooms: list[Room] = []
         self.stop = asyncio.Event()
         self.name = f"capacity-{executor}"
+        self.run = next(_phases)  # room names unique per phase: earlier rooms may linger
         self.steps: list[Step] = []
         self.reference: Step | None = None  # the step whose latency later steps are held to
 
@@ -432,7 +437,7 @@ class Phase:
         caller = Person(f"person-{i}")
         room = Room(i, caller)
         self.rooms.append(room)
-        token = caller_token(self.lk["key"], self.lk["secret"], f"{self.name}-{i}", caller.identity,
+        token = caller_token(self.lk["key"], self.lk["secret"], f"{self.name}-{self.run}-{i}", caller.identity,
                              agent_name=self.name)
         await caller.join(self.lk["url"], token)
         try:
@@ -634,7 +639,7 @@ async def soak(ph: Phase, seconds: float, minute: float = 60.0) -> list[Step]:
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--executors", default="process,thread", help="job executors to ramp, in order")
-    ap.add_argument("--levels", default="2,4,8,12,16,20,24,28,32", help="concurrent rooms per step")
+    ap.add_argument("--levels", default="2,4,6,8,12,16,20,24,28,32", help="concurrent rooms per step")
     ap.add_argument("--window", type=float, default=20.0, help="seconds measured per step")
     ap.add_argument("--soak", type=float, default=0.0, help="then hold the highest good level this long (s)")
     ap.add_argument("--soak-executor", default=None, help="executor for the soak (default: the product's)")
