@@ -120,6 +120,9 @@ class SignalSession:
             ping_interval=PING_INTERVAL,
             ping_timeout=PING_TIMEOUT,
             server_region="local",
+            # as livekit-server: a participant that may publish need not wait (the SDK
+            # otherwise holds every first publish back by 150 ms)
+            fast_publish=self.p.permission.can_publish,
             # only what aiortc can forward: steers SDKs away from VP9/AV1
             enabled_publish_codecs=[
                 proto_models.Codec(mime="audio/opus"),
