@@ -173,7 +173,7 @@ class LatencySettings(_Section):
     input_chunk_ms: int = Field(default=20, ge=10, le=100, multiple_of=10)
     # the agent's audio: frame size, and the WebRTC AudioSource queue ahead of the sender
     output_frame_ms: int = Field(default=10, ge=10, le=100, multiple_of=10)
-    output_queue_ms: int = Field(default=40, ge=10, le=1000, multiple_of=10)
+    output_queue_ms: int = Field(default=100, ge=10, le=1000, multiple_of=10)
     # measurement hook for bench/: write per-frame timestamps to <trace_file>.<pid>.<room>.jsonl
     trace_file: str = ""
 
