@@ -3,6 +3,7 @@ server, and real `python agent.py start` worker processes; callers use the real 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
 import pytest_asyncio
@@ -55,4 +56,4 @@ async def join(stack):
 
     yield make
     for c in callers:
-        await c.leave()
+        await asyncio.wait_for(c.leave(), 15)

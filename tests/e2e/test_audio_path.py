@@ -10,6 +10,7 @@ import pytest
 from ..support.audio import best_correlation, resample, trim_silence
 from ..support.caller import RATE
 from .conftest import HEADSET_AGENT_ENV
+from .test_room_conversation import sounds_like
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -56,6 +57,8 @@ async def test_framework_default_audio_path_still_answers(stack, join, speech):
         heard = await caller.wait_reply(spoken)
         session = stack.gemini.sessions[earlier]  # this room's agent's session
         said = resample(np.frombuffer(bytes(b"".join(session.replies)), np.int16), 24000, RATE)
-        assert best_correlation(trim_silence(heard, RATE), trim_silence(said, RATE)) >= 0.9
+        # the framework's 50 ms frames reach the caller's jitter buffer in bursts, which it
+        # evens out by stretching: compare how it sounds, not sample for sample
+        assert sounds_like(heard, said) >= 0.8
     finally:
         await w.stop()

@@ -136,11 +136,11 @@ async def test_bad_token_is_refused(worker, stack):
 
 
 async def test_in_a_meeting_the_agent_turns_to_the_next_person(worker, stack, join, speech):
-    alice = await join(identity="alice")
+    alice = await asyncio.wait_for(join(identity="alice"), 30)
     await alice.wait_agent()
-    bob = await join(room=alice.room.name, identity="bob")
+    bob = await asyncio.wait_for(join(room=alice.room.name, identity="bob"), 30)
     agent = await bob.wait_for(lambda: bob.agent, 10, "bob to see the agent")
-    await alice.leave()
+    await asyncio.wait_for(alice.leave(), 15)
 
     # the conversation goes on with bob, who is heard and answered
     await asyncio.sleep(1.0)
@@ -152,7 +152,7 @@ async def test_in_a_meeting_the_agent_turns_to_the_next_person(worker, stack, jo
 
     # and ends when the last person leaves
     room = stack.livekit.rooms.get_room(bob.room.name)
-    await bob.leave()
+    await asyncio.wait_for(bob.leave(), 15)
 
     async def agent_left() -> None:
         while agent.identity in room.participants:

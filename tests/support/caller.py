@@ -77,6 +77,7 @@ class Caller:
         self.agent: rtc.RemoteParticipant | None = None
         self._agent_joined = asyncio.Event()
         self._mic_subscribed = asyncio.Event()
+        self._left = False
         self._pending = np.zeros(0, np.int16)
         self._spoken = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -100,6 +101,9 @@ class Caller:
         self._tasks.append(asyncio.create_task(self._microphone()))
 
     async def leave(self) -> None:
+        if self._left:
+            return
+        self._left = True
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
