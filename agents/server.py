@@ -7,6 +7,8 @@ its load and LiveKit's dispatcher spreads rooms across them.
 
 from __future__ import annotations
 
+import os
+
 from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess
 
 from .session import run_session
@@ -14,14 +16,13 @@ from .settings import Settings, load_settings
 
 
 def _prewarm(proc: JobProcess) -> None:
-    # Job processes are started ahead of time; load and check settings there, not on the
-    # hot path of a call: settings, the instructions text, Gemini's TLS context and
-    # google-genai's first-use costs (agents/session.py prewarm).
-    from .session import prewarm
+    # Job processes are started ahead of time; settings, the instructions text, Gemini's
+    # TLS context and google-genai's first-use costs are ready before any call, done once
+    # in the forkserver (agents/preload.py) and inherited.
+    from . import preload
 
-    settings = load_settings()
-    proc.userdata["settings"] = settings
-    proc.userdata.update(prewarm(settings))
+    proc.userdata["settings"] = preload.SETTINGS or load_settings()
+    proc.userdata.update(preload.WARM)
 
 
 async def gemini_agent(ctx: JobContext) -> None:
@@ -30,6 +31,10 @@ async def gemini_agent(ctx: JobContext) -> None:
 
 
 def create_server(settings: Settings) -> AgentServer:
+    # No local VAD or turn detector runs here (Gemini detects turns): keep the framework
+    # from loading their weights (~250 MB) into the forkserver, or into the worker itself
+    # with the thread executor. Its own variable, so a deployment can still say otherwise.
+    os.environ.setdefault("LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE", "0")
     w = settings.worker
     server = AgentServer(
         setup_fnc=_prewarm,
@@ -39,6 +44,7 @@ def create_server(settings: Settings) -> AgentServer:
         job_executor_type=JobExecutorType(w.job_executor),
         job_memory_warn_mb=w.job_memory_warn_mb,
         job_memory_limit_mb=w.job_memory_limit_mb,
+        preload_modules=["agents.preload"],
     )
     server.rtc_session(gemini_agent, agent_name=settings.agent.name)
     return server
