@@ -56,6 +56,7 @@ def build_session(
     settings: Settings, *, echo_warmup_s: float | None, model: GeminiRealtimeModel | None = None
 ) -> AgentSession:
     fps = settings.video.fps
+    manual = settings.turn_detection.mode == "manual"
     return AgentSession(
         llm=model if model is not None else build_realtime_model(settings, settings.instructions()),
         # Gemini detects speech itself: no local VAD model to load or run.
@@ -66,8 +67,11 @@ def build_session(
         aec_warmup_duration=echo_warmup_s,
         turn_handling={
             # turns come from Gemini's own activity detection, or the caller's button
-            "turn_detection": "manual" if settings.turn_detection.mode == "manual" else "realtime_llm",
-            "interruption": {"enabled": settings.turn_detection.interruptions},
+            "turn_detection": "manual" if manual else "realtime_llm",
+            # With Gemini's detection, barge-in is Gemini's to refuse (activity_handling
+            # NO_INTERRUPTION: no `interrupted`, the reply plays on); the framework will not
+            # run a realtime model's own detection with its interruptions switched off.
+            "interruption": {"enabled": settings.turn_detection.interruptions or not manual},
         },
     )
 
