@@ -107,6 +107,26 @@ async def test_user_speech_interrupts_the_agent(conversation, gemini, speech):
     assert rms(answer.pcm()[0]) > 0.01
 
 
+async def test_with_interruptions_off_the_agent_finishes_its_answer(conversation, gemini, speech):
+    tone = (np.sin(2 * np.pi * 330 * np.arange(24000 * 3) / 24000) * 12000).astype(np.int16)
+    gemini.script.reply(1, text="a long answer", audio=tone.tobytes())
+    conv = await conversation(turn_detection__interruptions="false")
+    conv.mic.say(speech("Tell me a long story.", 48000))
+
+    async def agent_speaking() -> None:
+        while not conv.speaker.segments or conv.speaker.segments[0].played_s < 1.0:
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(agent_speaking(), 20)
+    conv.mic.say(speech("Stop, stop please.", 48000))
+
+    [whole] = await conv.speaker.wait_for_segments(1)
+    assert not whole.interrupted
+    assert whole.played_s == pytest.approx(3.0, abs=0.1)
+    session = await gemini.wait_for_session(1)
+    assert not any(m.content.get("interrupted") for m in session.sent)
+
+
 async def test_tool_error_is_reported_to_the_model_not_raised(conversation, gemini, speech):
     gemini.script.tool_call(1, "get_current_time", {"timezone": "Mars/Olympus_Mons"})
     gemini.script.tool_call(2, "get_current_time", {"timezone": "Asia/Seoul"})
@@ -160,3 +180,53 @@ async def test_conversation_goes_on_after_go_away_with_the_resumption_handle(
     # the resumed session kept the conversation: this was turn 2, not a new turn 1
     assert resumed.conversation.turn_count == 2
     await conv.wait_message("user", "utterance 2")
+
+
+async def test_every_model_setting_reaches_gemini(conversation, gemini, speech, product_settings):
+    """Each setting the product documents arrives in Gemini's `setup` as the service reads it."""
+    conv = await conversation(
+        model__voice="Kore", model__language="ko-KR", model__temperature="0.4",
+        model__affective_dialog="true", model__proactive_audio="true",
+        model__thinking__enabled="true", model__thinking__budget_tokens="512",
+        model__thinking__include_thoughts="true",
+        model__input_transcription="false",
+        model__context_compression__trigger_tokens="20000", model__context_compression__target_tokens="8000",
+        model__session_resumption="false",
+        turn_detection__start_sensitivity="low", turn_detection__end_sensitivity="low",
+        turn_detection__prefix_padding_ms="120", turn_detection__silence_duration_ms="800",
+        turn_detection__interruptions="false",
+    )
+    session = await gemini.wait_for_session(1)
+    setup = session.setup
+    gc = setup["generation_config"]
+    assert gc["speech_config"]["voice_config"]["prebuilt_voice_config"]["voice_name"] == "Kore"
+    assert gc["speech_config"]["language_code"] == "ko-KR"
+    assert gc["temperature"] == pytest.approx(0.4)
+    assert gc["response_modalities"] == ["AUDIO"]
+    assert gc["enable_affective_dialog"] is True
+    assert gc["thinking_config"] == {"thinking_budget": 512, "include_thoughts": True}
+    assert setup["proactivity"] == {"proactive_audio": True}
+    # affective dialog and proactive audio are served by the v1alpha API
+    assert session.api_version == "v1alpha"
+    # transcription: the caller's side off, the agent's side on (the default)
+    assert "input_audio_transcription" not in setup
+    assert "output_audio_transcription" in setup
+    compression = setup["context_window_compression"]
+    assert int(compression["trigger_tokens"]) == 20000
+    assert int(compression["sliding_window"]["target_tokens"]) == 8000
+    # no resumption handles asked for: the service keeps no conversation state
+    assert "session_resumption" not in setup
+    ric = setup["realtime_input_config"]
+    assert ric["automatic_activity_detection"] == {
+        "disabled": False,
+        "start_of_speech_sensitivity": "START_SENSITIVITY_LOW",
+        "end_of_speech_sensitivity": "END_SENSITIVITY_LOW",
+        "prefix_padding_ms": 120,
+        "silence_duration_ms": 800,
+    }
+    assert ric["activity_handling"] == "NO_INTERRUPTION"
+    # the instructions file and the agent's tools
+    settings = product_settings()
+    assert session.conversation.system_instruction == settings.instructions()
+    declared = {f["name"] for t in setup["tools"] for f in t.get("function_declarations", [])}
+    assert {"get_current_time", "end_call"} <= declared
