@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -85,11 +86,23 @@ async def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_livekit_env() -> None:
+    """A real LiveKit server needs all three of its variables; the local one needs none."""
+    names = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
+    given = [n for n in names if os.environ.get(n)]
+    if given and len(given) < len(names):
+        missing = [n for n in names if n not in given]
+        raise SettingsError(
+            f"{', '.join(given)} set but {', '.join(missing)} not: set all three to use your "
+            "LiveKit server, or none to use the local one")
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         load_settings()  # a bad setting stops us before anything starts
+        _check_livekit_env()
         return asyncio.run(run(args))
     except SettingsError as e:
         print(f"error: {e}", file=sys.stderr)
