@@ -106,7 +106,8 @@ async def test_a_conversation_with_the_real_agent(product: dict[str, Any]) -> No
     assert REPLY in agent_final, entries
     # The typed message reached the agent and got a spoken (and transcribed) answer.
     assert r["chatSent"] == CHAT
-    assert r["chatReply"] and r["chatReply"].strip() != REPLY, entries
+    # (the offline model answers a typed turn with its text: "You said: <text>")
+    assert r["chatReply"] and CHAT in r["chatReply"], entries
 
     # The indicator followed the agent (Gemini Live turns go listening -> speaking; the
     # framework shows "thinking" only while it waits on a tool or a slow first token).

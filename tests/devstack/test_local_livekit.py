@@ -344,6 +344,15 @@ async def test_tokens_are_verified(lk):
             assert r.status == 401
             assert "expired" in await r.text()
             assert r.headers["Access-Control-Allow-Origin"] == "*"
+        async with http.get(f"{lk.http_url}/rtc/validate", params={"access_token": bad_secret}) as r:
+            assert r.status == 401
+            assert "signature is invalid" in await r.text()
+        # the signal connection itself is refused before the upgrade, as livekit-server does
+        for bad, reason in ((bad_secret, "signature is invalid"), (expired, "expired")):
+            for how in ({"params": {"access_token": bad}}, {"headers": {"Authorization": f"Bearer {bad}"}}):
+                with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                    await http.ws_connect(f"{lk.url}/rtc", **how)
+                assert refused.value.status == 401, (reason, how)
         ok = token(lk, "alice", "secure-room")
         async with http.get(f"{lk.http_url}/rtc/validate", params={"access_token": ok}) as r:
             assert r.status == 200
