@@ -195,6 +195,11 @@ async def main() -> None:
     for c in configs:
         print(f"ratio room ({c}) / direct: p50 {ratio(pct(totals[c], 50), pct(direct_totals, 50))}  "
               f"p95 {ratio(pct(totals[c], 95), pct(direct_totals, 95))}")
+    # a turn whose every segment could not be dated is left out: say so when that thins a path
+    short = {name: len(v) for name, v in [*totals.items(), ("direct", direct_totals)] if len(v) < min(args.turns, 20)}
+    if short:
+        print("warning: fewer than " + str(min(args.turns, 20)) + " measured turns on "
+              + ", ".join(f"{k} ({n})" for k, n in short.items()) + ": p95 rests on few samples")
 
 
 if __name__ == "__main__":
