@@ -12,7 +12,12 @@ Every component runs in its own process so its CPU can be told apart:
 
 Both job executors of the agents framework (process: one process per call; thread: calls
 as threads of the worker process) are measured one after the other in the same run, each
-on its own fresh worker, with the same rooms and speech.
+on its own fresh worker, with the same rooms and speech; `--variant` adds a worker with other
+settings, compared with its executor's ramp at equal load.
+
+Memory: PSS summed over the worker's process tree (shared pages divided among their
+sharers), per call at each step, and the slope between the first and last step: what one
+more call costs once the fixed part (worker, forkserver, idle processes) is paid.
 
 Quality per step, at the people (10 ms frames as the SDK delivers them):
   missed   a sentence with no reply (no loud agent frame before the next sentence or 4 s)
@@ -24,12 +29,16 @@ Quality per step, at the people (10 ms frames as the SDK delivers them):
            large that the turns collide)
   latency  end of the sentence (its last frame sent) -> first loud reply frame at the
            person; includes the model's 500 ms end-of-speech silence
+  dry      (--trace) of the lost frames, those the agent's own WebRTC source ran dry for,
+           from the agent's latency trace: the rest were lost between its sender and the
+           person (the local server, the callers, the machine's scheduling)
 A step is clean with no missed turn, no room left without an agent, not one lost frame, no
 cut reply, and latency p95 within 1.5x the first step's p95 + 100 ms; good allows up to
 0.5 % of reply frames lost (isolated 10 ms gaps). The ramp goes on while steps are good.
 
     python bench/capacity.py [--executors process,thread] [--levels 2,4,6,8,12,16,20,24,28,32]
                              [--window 20] [--soak 600 [--soak-executor thread] [--soak-rooms N]]
+                             [--variant LABEL:KEY=VALUE[,KEY=VALUE...]] [--trace] [--set KEY=VALUE]
 """
 
 from __future__ import annotations
@@ -37,7 +46,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import glob
 import itertools
+import json
+import math
 import os
 import random
 import re
@@ -70,6 +82,7 @@ SPF = RATE // 100
 ALIGN = 3  # frames of alignment tolerance between the sentence and its echo
 STRETCH_OK = 2  # a reply up to 20 ms longer than the sentence is the jitter buffer adapting
 DEBUG = bool(os.environ.get("CAPACITY_DEBUG"))
+TRACE_BASE = ""  # --trace: the agent's latency trace files, to tell its own underruns apart
 
 # LiveKit's published guidance for agent servers (docs.livekit.io, "Deploying to
 # production" / load testing): 10-25 concurrent sessions on 4 cores and 8 GB; a load test
@@ -357,6 +370,30 @@ class LoopLag:
         return pct([d for t, d in self.samples if t0 <= t < t1], 99)
 
 
+def agent_underruns(pattern: str, t0: float, t1: float) -> int:
+    """10 ms frames of silence the agent's own WebRTC source played inside replies between
+    t0 and t1, from its latency trace (`play` events: the audio queued ahead of each frame).
+    A frame captured at t with q s queued and d s long keeps the source busy until t + q + d;
+    the next frame arriving later than that means the source ran dry in between."""
+    lost = 0
+    for path in glob.glob(pattern):
+        prev = None
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    e = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # the line being written
+                if e.get("ev") != "play":
+                    continue
+                if prev is not None and t0 <= e["t"] <= t1 and e["t"] - prev["t"] < 0.3:  # same reply
+                    dry = e["t"] - (prev["t"] + prev["q"] + prev["dur"])
+                    if dry > 0.002:
+                        lost += math.ceil(dry / 0.01)
+                prev = e
+    return lost
+
+
 # ---- one step --------------------------------------------------------------------------------
 @dataclass
 class Step:
@@ -376,6 +413,7 @@ class Step:
     procs: int
     lag_p99: float
     full_reports: int
+    underrun: int | None = None  # 10 ms frames the agent's WebRTC source ran dry (--trace)
     good: bool = False
     clean: bool = False
 
@@ -407,8 +445,10 @@ _phases = itertools.count(1)
 class Phase:
     """One worker configuration, its rooms and its ramp."""
 
-    def __init__(self, executor: str, stack: LocalStack, pids: dict[str, int], lk, utts, lag: LoopLag) -> None:
-        self.executor = executor
+    def __init__(self, executor: str, stack: LocalStack, pids: dict[str, int], lk, utts, lag: LoopLag,
+                 env: dict[str, str] | None = None) -> None:
+        self.executor = executor  # its label: a job executor, or a --variant's name
+        self.env = env if env is not None else {"AGENT_WORKER__JOB_EXECUTOR": executor}
         self.stack = stack
         self.pids = dict(pids)
         self.lk = lk
@@ -424,8 +464,7 @@ class Phase:
 
     async def start(self) -> None:
         self.worker = await self.stack.start_worker(
-            {**AGENT_ENV, "AGENT_AGENT__NAME": self.name, "AGENT_WORKER__JOB_EXECUTOR": self.executor},
-            timeout=90)
+            {**AGENT_ENV, **self.env, "AGENT_AGENT__NAME": self.name}, timeout=90)
         self.pids["agent"] = self.worker.proc.pid
         await asyncio.sleep(4.0)  # idle job processes prewarmed
 
@@ -473,6 +512,8 @@ class Phase:
             sum(t.latency is None for t in turns), sum(not r.has_agent for r in self.rooms),
             sum(t.lost for t in turns), sum(t.frames for t in turns), sum(t.cut for t in turns),
             lat, m1.cores(m0), rss, pss, procs, self.lag.p99(t0, t1), self.full_reports() - full0)
+        if TRACE_BASE:
+            step.underrun = agent_underruns(f"{TRACE_BASE}.*.{self.name}-{self.run}-*.jsonl", t0, t1)
         step.good = judge(step, self.reference or (self.steps[0] if self.steps else None))
         self.steps.append(step)
         return step
@@ -493,10 +534,10 @@ class Phase:
 
 
 # ---- printing --------------------------------------------------------------------------------
-HEADER = (f"{'exec':7} {'rooms':>5} {'turns':>5} {'miss':>4} {'noag':>4} {'lost':>9} {'cut':>3} "
+HEADER = (f"{'exec':7} {'rooms':>5} {'turns':>5} {'miss':>4} {'noag':>4} {'lost':>9} {'dry':>4} {'cut':>3} "
           f"{'lat p50':>7} {'p95':>6} │ {'agent':>5} {'CPU-s/':>6} {'RSS MB':>6} {'PSS MB':>6} {'procs':>5} │ "
           f"{'lk':>4} {'gem':>4} {'call':>4} {'othr':>4} {'lag99':>5} {'full':>4}  verdict")
-SUBHEAD = (f"{'':7} {'':>5} {'':>5} {'':>4} {'':>4} {'frames':>9} {'':>3} {'ms':>7} {'ms':>6} │ "
+SUBHEAD = (f"{'':7} {'':>5} {'':>5} {'':>4} {'':>4} {'frames':>9} {'':>4} {'':>3} {'ms':>7} {'ms':>6} │ "
            f"{'cores':>5} {'sessmn':>6} {'/sess':>6} {'/sess':>6} {'':>5} │ {'cores (own processes)':>19} "
            f"{'ms':>5} {'rep':>4}")
 
@@ -504,7 +545,8 @@ SUBHEAD = (f"{'':7} {'':>5} {'':>5} {'':>4} {'':>4} {'frames':>9} {'':>3} {'ms':
 def row(s: Step) -> str:
     c = s.cores
     lost = f"{s.lost}/{s.frames}"
-    return (f"{s.executor:7} {s.rooms:5d} {s.turns:5d} {s.missed:4d} {s.no_agent:4d} {lost:>9} {s.cut:3d} "
+    dry = "-" if s.underrun is None else str(s.underrun)
+    return (f"{s.executor:7} {s.rooms:5d} {s.turns:5d} {s.missed:4d} {s.no_agent:4d} {lost:>9} {dry:>4} {s.cut:3d} "
             f"{pct(s.lat, 50) * 1000:7.0f} {pct(s.lat, 95) * 1000:6.0f} │ {c['agent']:5.2f} "
             f"{s.cpu_s_per_session_min:6.2f} {s.rss_mb / s.rooms:6.0f} {s.pss_mb / s.rooms:6.0f} {s.procs:5d} │ "
             f"{c['livekit']:4.2f} {c['gemini']:4.2f} {c['callers']:4.2f} {c['other']:4.2f} "
@@ -525,6 +567,22 @@ def best_clean(steps: list[Step]) -> Step | None:
     return clean[-1] if clean else None
 
 
+PROJECT_AT = 25  # calls: the top of LiveKit's guidance for one 4-core agent server
+
+
+def marginal_mb(steps: list[Step]) -> float | None:
+    """PSS added per call between the first and the last measured step."""
+    if len(steps) < 2 or steps[-1].rooms == steps[0].rooms:
+        return None
+    return (steps[-1].pss_mb - steps[0].pss_mb) / (steps[-1].rooms - steps[0].rooms)
+
+
+def projected_mb(steps: list[Step], calls: int) -> float:
+    """PSS per call at `calls`, from the first step and the measured slope."""
+    slope = marginal_mb(steps) or 0.0
+    return (steps[0].pss_mb + slope * (calls - steps[0].rooms)) / calls
+
+
 def report(phases: dict[str, Phase]) -> None:
     print("\n" + "=" * 40 + " capacity " + "=" * 40)
     print(f"{os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GB; one sentence "
@@ -535,7 +593,8 @@ def report(phases: dict[str, Phase]) -> None:
     for ph in phases.values():
         for s in ph.steps:
             print(row(s))
-    print("lost = late/lost 10 ms reply frames / reply frames; agent = the worker's process tree; "
+    print("lost = late/lost 10 ms reply frames / reply frames, at the people; dry = of those, 10 ms frames "
+          "the agent's own WebRTC source ran dry (--trace; '-' = not traced); agent = the worker's process tree; "
           "MB per session include the worker, forkserver and idle processes; lag99 = the callers' "
           "event-loop lag p99; full = times the worker reported itself full")
 
@@ -554,6 +613,16 @@ def report(phases: dict[str, Phase]) -> None:
               f"of which livekit {b.cores['livekit']:.2f} + gemini {b.cores['gemini']:.2f} + callers "
               f"{b.cores['callers']:.2f} + other {b.cores['other']:.2f} cores")
 
+    print("\nMemory as calls are added (PSS of the worker's process tree): the fixed part (worker, "
+          "forkserver, idle processes) spreads over more calls; the slope is what one more call costs")
+    for name, ph in phases.items():
+        slope = marginal_mb(ph.steps)
+        if slope is None:
+            continue
+        first = ph.steps[0]
+        print(f"  {name:7}: {first.pss_mb:.0f} MB at {first.rooms} rooms, +{slope:.0f} MB per added call; "
+              f"at {PROJECT_AT} calls {projected_mb(ph.steps, PROJECT_AT):.0f} MB per call")
+
     if "process" in phases and "thread" in phases:
         p, t = phases["process"].steps, phases["thread"].steps
         common = sorted({s.rooms for s in p if s.good} & {s.rooms for s in t if s.good})
@@ -569,6 +638,19 @@ def report(phases: dict[str, Phase]) -> None:
         bp, bt = bests["process"], bests["thread"]
         if bp and bt:
             print(f"  highest good step: thread {bt.rooms} / process {bp.rooms} rooms = {bt.rooms / bp.rooms:.2f}x")
+
+    for name, ph in phases.items():
+        base = phases.get(ph.env.get("AGENT_WORKER__JOB_EXECUTOR", ""))
+        if base is None or base is ph:
+            continue
+        print(f"\n{name} ({', '.join(f'{k}={v}' for k, v in ph.env.items())}) vs {base.executor} at equal load:")
+        for s in ph.steps:
+            b = next((x for x in base.steps if x.rooms == s.rooms), None)
+            if b is not None:
+                print(f"  {s.rooms:3d} rooms: CPU-s/session-min {s.cpu_s_per_session_min:.2f} / "
+                      f"{b.cpu_s_per_session_min:.2f} = {s.cpu_s_per_session_min / b.cpu_s_per_session_min:.2f}x; "
+                      f"lost frames {s.lost} / {b.lost}; latency p95 {pct(s.lat, 95) * 1000:.0f} / "
+                      f"{pct(b.lat, 95) * 1000:.0f} ms")
 
     print("\nAgainst LiveKit's published guidance (agent server only; ours = the worker's process tree):")
     print(f"  {'':38} {'sessions/core':>13} {'MB/session':>10}")
@@ -588,8 +670,12 @@ def report(phases: dict[str, Phase]) -> None:
             continue
         print(f"  target {TARGET_FACTOR}x the load test's density = {TARGET_FACTOR * lt:.1f} sessions per core: "
               f"{name} {b.sessions_per_agent_core:.1f} ({'met' if b.sessions_per_agent_core >= TARGET_FACTOR * lt else 'NOT met'}); "
-              f"< {TARGET_MB:.0f} MB per session: {b.pss_mb / b.rooms:.0f} "
-              f"({'met' if b.pss_mb / b.rooms < TARGET_MB else 'NOT met'}); whole machine {b.rooms} rooms on "
+              f"< {TARGET_MB:.0f} MB per session: {b.pss_mb / b.rooms:.0f} at {b.rooms} "
+              f"({'met' if b.pss_mb / b.rooms < TARGET_MB else 'NOT met'})"
+              + (f", +{m:.0f} per added call ({'met' if m < TARGET_MB else 'NOT met'}), "
+                 f"{projected_mb(phases[name].steps, PROJECT_AT):.0f} at {PROJECT_AT}"
+                 if (m := marginal_mb(phases[name].steps)) is not None else "")
+              + f"; whole machine {b.rooms} rooms on "
               f"{os.cpu_count()} cores = {b.rooms / os.cpu_count():.1f} per core "
               f"({b.rooms / os.cpu_count() / lt:.2f}x the load test)")
 
@@ -637,6 +723,7 @@ async def soak(ph: Phase, seconds: float, minute: float = 60.0) -> list[Step]:
 
 
 async def main() -> None:
+    global TRACE_BASE
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--executors", default="process,thread", help="job executors to ramp, in order")
     ap.add_argument("--levels", default="2,4,6,8,12,16,20,24,28,32", help="concurrent rooms per step")
@@ -644,15 +731,36 @@ async def main() -> None:
     ap.add_argument("--soak", type=float, default=0.0, help="then hold the highest good level this long (s)")
     ap.add_argument("--soak-executor", default=None, help="executor for the soak (default: the product's)")
     ap.add_argument("--soak-rooms", type=int, default=0, help="soak at this many rooms, no ramp for it")
+    ap.add_argument("--variant", action="append", default=[], metavar="LABEL:KEY=VALUE[,KEY=VALUE...]",
+                    help="also ramp a worker with these settings (the product's job executor unless one is "
+                         "given), compared with that executor's own ramp, e.g. "
+                         "20ms:AGENT_LATENCY__INPUT_FRAME_MS=20,AGENT_LATENCY__OUTPUT_FRAME_MS=20")
+    ap.add_argument("--trace", action="store_true",
+                    help="turn on the agent's latency trace and count the frames its own WebRTC source "
+                         "ran dry (costs the agent some CPU)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="extra AGENT_* setting for every worker, e.g. AGENT_LATENCY__MODE=framework")
     args = ap.parse_args()
     check_clocks()
     levels = [int(x) for x in args.levels.split(",")]
     AGENT_ENV.update(dict(kv.split("=", 1) for kv in args.set))
-    executors = [x.strip() for x in args.executors.split(",") if x.strip()]
+    from agents.settings import load_settings
+
+    product_executor = load_settings().worker.job_executor
+    specs: dict[str, dict[str, str]] = {
+        ex: {"AGENT_WORKER__JOB_EXECUTOR": ex} for ex in (x.strip() for x in args.executors.split(",")) if ex}
+    for v in args.variant:
+        label, _, kvs = v.partition(":")
+        if not label or not kvs or label in specs:
+            ap.error(f"--variant {v!r}: give LABEL:KEY=VALUE[,KEY=VALUE...] with a new label")
+        specs[label] = {"AGENT_WORKER__JOB_EXECUTOR": product_executor,
+                        **dict(kv.split("=", 1) for kv in kvs.split(","))}
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-capacity-"))
+    if args.trace:
+        (workdir / "trace").mkdir()
+        TRACE_BASE = str(workdir / "trace" / "agent")
+        AGENT_ENV["AGENT_LATENCY__TRACE_FILE"] = TRACE_BASE
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "GOOGLE_", "AGENT_"))}
     env["PYTHONUNBUFFERED"] = "1"
     utts = [utterance(s) for s in SENTENCES]
@@ -669,23 +777,21 @@ async def main() -> None:
     phases: dict[str, Phase] = {}
     soak_steps: list[Step] = []
     try:
-        for ex in executors:
-            ph = Phase(ex, stack, pids, lk, utts, lag)
+        for ex, env in specs.items():
+            ph = Phase(ex, stack, pids, lk, utts, lag, env)
             phases[ex] = ph
             try:
                 await ramp(ph, levels, args.window)
             finally:
                 await ph.close()
         if args.soak:
-            from agents.settings import load_settings
-
-            ex = args.soak_executor or load_settings().worker.job_executor
+            ex = args.soak_executor or product_executor
             b = best(phases[ex].steps) if ex in phases else None
             n = args.soak_rooms or (b.rooms if b else 0)
             if n:
                 # the highest good level again, on a fresh worker
                 ref = phases[ex].steps[0] if ex in phases and phases[ex].steps else None
-                ph = Phase(ex, stack, pids, lk, utts, lag)
+                ph = Phase(ex, stack, pids, lk, utts, lag, specs.get(ex))
                 ph.reference = ref
                 await ph.start()
                 await ph.grow(n)
