@@ -361,12 +361,26 @@ class LiveSession:
                     instructions = m.group(1)
                 elif text.strip() == "." and len(entries) > 1 and entries[-2][0] == "model":
                     instructions = entries[-2][1]  # older models: model turn + "." user turn
+                elif text.strip() == ".":
+                    # "answer now" after the user's words were synced without turn_complete
+                    # (a typed chat message): the model answers those words
+                    user_text = self._unanswered_user_text()
                 else:
                     user_text = text
             else:
                 instructions = text
         await self._interrupt()
         self._queue.put_nowait(_Turn("content", text=user_text, instructions=instructions))
+
+    def _unanswered_user_text(self) -> str:
+        """The user's words in the history since the model last spoke, "." left out."""
+        words: list[str] = []
+        for entry in reversed(self.conversation.history):
+            if entry["role"] == "model":
+                break
+            if entry["role"] == "user" and entry["text"].strip() not in ("", "."):
+                words.insert(0, entry["text"].strip())
+        return " ".join(words)
 
     # ---- turns --------------------------------------------------------------------
     async def _turn_worker(self) -> None:
