@@ -92,7 +92,9 @@ class WorkerRegistry:
             return None
         weights = [max(0.0, 1.0 - w.load) for w in ws]
         if sum(weights) <= 0:
-            return None
+            # all report load >= 1 yet WS_AVAILABLE (a dev-mode worker on a saturated
+            # CPU does): livekit-server selects by status alone, so they still get jobs
+            return random.choice(ws)
         return random.choices(ws, weights=weights)[0]
 
     async def _launch(self, room: Room, dispatch: proto_dispatch.AgentDispatch) -> None:

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import aiohttp
@@ -18,11 +19,14 @@ import numpy as np
 import pytest
 import pytest_asyncio
 from livekit import api, rtc
+from livekit.protocol import agent as proto_agent
 from livekit.protocol import models as proto_models
 from livekit.protocol import room as proto_room
+from livekit.protocol import rtc as proto_rtc
 from livekit.protocol.agent_dispatch import RoomAgentDispatch
 
 from devstack.livekit import LocalLiveKitServer, load_config
+from devstack.livekit import signal as lk_signal
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -61,9 +65,10 @@ def token(lk, identity: str, room: str, *, kind: str | None = None,
     return t.to_jwt()
 
 
-async def join(lk, rooms: list, identity: str, room: str, **kw: Any) -> rtc.Room:
+async def join(lk, rooms: list, identity: str, room: str, *,
+               options: rtc.RoomOptions | None = None, **kw: Any) -> rtc.Room:
     r = rtc.Room()
-    await r.connect(lk.url, token(lk, identity, room, **kw))
+    await r.connect(lk.url, token(lk, identity, room, **kw), options=options or rtc.RoomOptions())
     rooms.append(r)
     return r
 
@@ -107,6 +112,28 @@ async def feed_sine(source: rtc.AudioSource, freq: float = 440.0) -> None:
         i += 1
 
 
+async def capture(track: rtc.Track, frames: int = 100) -> np.ndarray:
+    """The last 60 of `frames` 10 ms frames of a remote audio track (start-up skipped)."""
+    stream = rtc.AudioStream(track, sample_rate=48000, num_channels=1)
+    chunks: list[np.ndarray] = []
+
+    async def collect():
+        async for ev in stream:
+            chunks.append(np.frombuffer(ev.frame.data, dtype=np.int16))
+            if len(chunks) >= frames:
+                return
+    try:
+        await asyncio.wait_for(collect(), 10)
+    finally:
+        await stream.aclose()
+    return np.concatenate(chunks[-60:])
+
+
+def assert_440hz(pcm: np.ndarray) -> None:
+    assert np.sqrt(np.mean(pcm.astype(np.float64) ** 2)) > 2000  # not silence
+    assert abs(dominant_frequency(pcm, 48000) - 440.0) < 3.0
+
+
 async def feed_video(source: rtc.VideoSource, w: int = 320, h: int = 240) -> None:
     i = 0
     while True:
@@ -140,21 +167,10 @@ async def test_audio_track_carries_a_440hz_tone(lk, rooms):
         assert remote_pub.sid == pub.sid
         assert remote_pub.source == rtc.TrackSource.SOURCE_MICROPHONE
         await asyncio.wait_for(local_subscribed, 10)  # publisher told someone listens
-
-        stream = rtc.AudioStream(remote_track, sample_rate=48000, num_channels=1)
-        chunks: list[np.ndarray] = []
-        async def collect():
-            async for ev in stream:
-                chunks.append(np.frombuffer(ev.frame.data, dtype=np.int16))
-                if len(chunks) >= 100:  # 1 s of 10 ms frames
-                    return
-        await asyncio.wait_for(collect(), 10)
-        await stream.aclose()
+        pcm = await capture(remote_track)  # 1 s of 10 ms frames
     finally:
         feeder.cancel()
-    pcm = np.concatenate(chunks[-60:])  # skip the start-up
-    assert np.sqrt(np.mean(pcm.astype(np.float64) ** 2)) > 2000  # not silence
-    assert abs(dominant_frequency(pcm, 48000) - 440.0) < 3.0
+    assert_440hz(pcm)
 
 
 async def test_video_camera_and_screen_share_mute_and_unpublish(lk, rooms):
@@ -363,18 +379,175 @@ async def test_tokens_are_verified(lk):
             assert r.status == 404 and r.headers["Access-Control-Allow-Origin"] == "*"
 
 
+async def test_byte_streams_send_file_and_stream_bytes(lk, rooms, tmp_path):
+    alice = await join(lk, rooms, "alice", "bytes-room")
+    bob = await join(lk, rooms, "bob", "bytes-room")
+
+    received: asyncio.Queue = asyncio.Queue()
+
+    async def read(reader: rtc.ByteStreamReader, identity: str) -> None:
+        data = b"".join([chunk async for chunk in reader])
+        await received.put((reader.info, identity, data))
+
+    for topic in ("fixture.files", "fixture.live"):
+        bob.register_byte_stream_handler(
+            topic, lambda reader, identity: asyncio.ensure_future(read(reader, identity)))
+
+    # a file: random bytes (nothing to compress away), many chunks
+    payload = os.urandom(200_000)
+    path = tmp_path / "recording.bin"
+    path.write_bytes(payload)
+    sent = await alice.local_participant.send_file(
+        str(path), topic="fixture.files", attributes={"call": "42"})
+    info, sender, data = await asyncio.wait_for(received.get(), 10)
+    assert sender == "alice"
+    assert len(data) == len(payload) and data == payload
+    assert (info.topic, info.name, info.stream_id) == ("fixture.files", "recording.bin", sent.stream_id)
+    assert info.attributes.get("call") == "42"
+
+    # a stream written piece by piece
+    parts = [bytes([i]) * 7000 for i in range(8)]
+    writer = await alice.local_participant.stream_bytes(
+        "live.pcm", topic="fixture.live", mime_type="audio/pcm", total_size=sum(map(len, parts)))
+    for part in parts:
+        await writer.write(part)
+    await writer.aclose()
+    info, sender, data = await asyncio.wait_for(received.get(), 10)
+    assert sender == "alice" and data == b"".join(parts)
+    assert (info.topic, info.name, info.mime_type, info.size) == (
+        "fixture.live", "live.pcm", "audio/pcm", 56_000)
+    assert received.empty()  # each stream arrived once
+
+
+async def test_auto_subscribe_off_gets_no_track_until_it_subscribes(lk, rooms):
+    alice = await join(lk, rooms, "alice", "manual-sub-room")
+    bob = await join(lk, rooms, "bob", "manual-sub-room", options=rtc.RoomOptions(auto_subscribe=False))
+    carol = await join(lk, rooms, "carol", "manual-sub-room")  # auto-subscribes: the control
+    bob_tracks: list = []
+    bob.on("track_subscribed", lambda *args: bob_tracks.append(args))
+    announced = waiter(bob, "track_published")
+    at_carol = waiter(carol, "track_subscribed")
+
+    source = rtc.AudioSource(48000, 1)
+    track = rtc.LocalAudioTrack.create_audio_track("mic", source)
+    feeder = asyncio.create_task(feed_sine(source))
+    try:
+        pub = await alice.local_participant.publish_track(
+            track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
+        remote_pub, publisher = await asyncio.wait_for(announced, 10)
+        assert publisher.identity == "alice" and remote_pub.sid == pub.sid
+        await asyncio.wait_for(at_carol, 10)  # the track is live for those who auto-subscribe
+        await asyncio.sleep(0.5)  # time for a wrongly forwarded track to reach bob too
+        assert bob_tracks == [] and not remote_pub.subscribed and remote_pub.track is None
+        server_track = lk.rooms.get_room("manual-sub-room").participants["alice"].tracks[pub.sid]
+        assert server_track.subscribers == {"carol"}
+
+        got = waiter(bob, "track_subscribed")
+        remote_pub.set_subscribed(True)
+        remote_track, sub_pub, who = await asyncio.wait_for(got, 10)
+        assert sub_pub.sid == pub.sid and who.identity == "alice" and remote_pub.subscribed
+        assert_440hz(await capture(remote_track))
+        assert server_track.subscribers == {"carol", "bob"}
+
+        dropped = waiter(bob, "track_unsubscribed", lambda t, p, part: p.sid == pub.sid)
+        remote_pub.set_subscribed(False)
+        await asyncio.wait_for(dropped, 10)
+        await until(lambda: server_track.subscribers == {"carol"})
+    finally:
+        feeder.cancel()
+
+
+async def raw_signal_join(http: aiohttp.ClientSession, lk, identity: str, room: str):
+    """A signal connection without an SDK: -> (websocket, JoinResponse)."""
+    ws = await http.ws_connect(f"{lk.url}/rtc", params={
+        "access_token": token(lk, identity, room), "protocol": "16", "auto_subscribe": "1"})
+    msg = await ws.receive(timeout=10)
+    res = proto_rtc.SignalResponse()
+    res.ParseFromString(msg.data)
+    assert res.WhichOneof("message") == "join"
+    return ws, res.join
+
+
+async def test_ping_timeout_drops_a_silent_client_and_leave_reasons(lk, rooms, monkeypatch):
+    # the server's ping settings are constants (livekit-server's 5 s / 15 s); shorter ones
+    # keep this test short. They apply to every signal connection of this process, which
+    # is why this test runs before the agent workers' tests (their agents ping every 5 s).
+    monkeypatch.setattr(lk_signal, "PING_INTERVAL", 1)
+    monkeypatch.setattr(lk_signal, "PING_TIMEOUT", 2)
+    bob = await join(lk, rooms, "bob", "ping-room")  # the SDK pings every 1 s and stays
+    alice = await join(lk, rooms, "alice", "ping-room")
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession() as http:
+        silent, join_res = await raw_signal_join(http, lk, "silent", "ping-room")
+        joined_at = loop.time()
+        assert (join_res.ping_interval, join_res.ping_timeout) == (1, 2)
+        pinger, _ = await raw_signal_join(http, lk, "pinger", "ping-room")
+        pinger_joined_at = loop.time()
+        await until(lambda: {"silent", "pinger", "alice"} <= set(bob.remote_participants))
+        dropped = waiter(bob, "participant_disconnected", lambda p: p.identity == "silent")
+
+        pongs: list[int] = []
+        async def ping_and_read() -> None:
+            async def ping():
+                for i in range(1, 1000):
+                    await pinger.send_bytes(proto_rtc.SignalRequest(
+                        ping_req=proto_rtc.Ping(timestamp=i)).SerializeToString())
+                    await asyncio.sleep(0.5)
+            pinging = asyncio.create_task(ping())
+            try:
+                async for msg in pinger:
+                    res = proto_rtc.SignalResponse()
+                    res.ParseFromString(msg.data)
+                    if res.WhichOneof("message") == "pong_resp":
+                        pongs.append(res.pong_resp.last_ping_timestamp)
+            finally:
+                pinging.cancel()
+        pinger_task = asyncio.create_task(ping_and_read())
+
+        async def drain(ws) -> None:
+            async for _ in ws:
+                pass
+        try:
+            gone = await asyncio.wait_for(dropped, 10)
+            assert loop.time() - joined_at >= 1.8  # not before the timeout
+            assert gone.disconnect_reason == rtc.DisconnectReason.SIGNAL_CLOSE
+            await asyncio.wait_for(drain(silent), 5)  # the server closed its socket
+            assert silent.closed
+
+            # the client that pings outlives the timeout twice over
+            await until(lambda: loop.time() - pinger_joined_at > 4, timeout=10)
+            assert "pinger" in bob.remote_participants and not pinger.closed
+            assert pongs[:3] == [1, 2, 3]  # each ping answered with its timestamp
+
+            # a client's own leave is CLIENT_INITIATED for the others: raw protocol ...
+            left = waiter(bob, "participant_disconnected", lambda p: p.identity == "pinger")
+            await pinger.send_bytes(proto_rtc.SignalRequest(
+                leave=proto_rtc.LeaveRequest(reason=proto_models.CLIENT_INITIATED)).SerializeToString())
+            assert (await asyncio.wait_for(left, 10)).disconnect_reason == rtc.DisconnectReason.CLIENT_INITIATED
+            # ... and the SDK's disconnect()
+            left = waiter(bob, "participant_disconnected", lambda p: p.identity == "alice")
+            await alice.disconnect()
+            assert (await asyncio.wait_for(left, 10)).disconnect_reason == rtc.DisconnectReason.CLIENT_INITIATED
+            assert "bob" in lk.rooms.get_room("ping-room").participants
+        finally:
+            pinger_task.cancel()
+
+
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def workers(lk):
-    """Two real agent workers: one automatic (no agent name), one named."""
+async def workers(lk, tmp_path_factory):
+    """Two real agent workers: one automatic (no agent name), one named. Their jobs
+    append a line to `job_log` when they end (see livekit_worker_fixture.py)."""
+    job_log = tmp_path_factory.mktemp("agent-jobs") / "ended.log"
+    job_log.touch()
     env = dict(os.environ, LIVEKIT_URL=lk.url, LIVEKIT_API_KEY=lk.api_key,
-               LIVEKIT_API_SECRET=lk.api_secret, PYTHONPATH=str(REPO))
+               LIVEKIT_API_SECRET=lk.api_secret, PYTHONPATH=str(REPO), FIXTURE_JOB_LOG=str(job_log))
     procs = [subprocess.Popen([sys.executable, str(HERE / "livekit_worker_fixture.py"), name],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for name in ("", "named-agent")]
     try:
         await lk.workers.wait_for_worker("", timeout=30)
         await lk.workers.wait_for_worker("named-agent", timeout=30)
-        yield procs
+        yield SimpleNamespace(procs=procs, job_log=job_log)
     finally:
         for p in procs:
             p.terminate()
@@ -383,6 +556,15 @@ async def workers(lk):
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def ended_jobs(workers) -> dict[str, tuple[str, str]]:
+    """job id -> (room, shutdown reason) of every job the fixture workers ended."""
+    out = {}
+    for line in workers.job_log.read_text().splitlines():
+        job_id, room_name, reason = line.split(" ", 2)
+        out[job_id] = (room_name, reason.removeprefix("ended: "))
+    return out
 
 
 def agent_hello(room: rtc.Room, label: str) -> asyncio.Future:
@@ -445,12 +627,17 @@ async def test_dispatch_agent_api_and_room_close_ends_the_job(lk, rooms, workers
     agent = await asyncio.wait_for(hello, 20)
     room = lk.rooms.get_room("api-dispatch-room")
     assert room.participants[agent.identity].kind == proto_models.ParticipantInfo.AGENT
+    (job,) = [j for j in room.jobs.values() if j.state.participant_identity == agent.identity]
+    assert ended_jobs(workers).get(job.id) is None  # the job runs
 
     # last human leaves -> departure_timeout (1 s) -> room closed, agent job ended
     await user.disconnect()
     await until(lambda: lk.rooms.get_room("api-dispatch-room") is None, timeout=15)
     assert room.closed and not room.participants
-    assert all(j.state.status != 1 for j in room.jobs.values())  # not JS_RUNNING
+    assert all(j.state.status != proto_agent.JS_RUNNING for j in room.jobs.values())
+    # ... and the worker really ended it: the job's shutdown callbacks ran
+    await until(lambda: job.id in ended_jobs(workers), timeout=10)
+    assert ended_jobs(workers)[job.id][0] == "api-dispatch-room"
 
 
 async def test_empty_timeout_closes_a_room_nobody_joined(lk):
@@ -462,3 +649,126 @@ async def test_empty_timeout_closes_a_room_nobody_joined(lk):
     # the automatic agent may join it: agents alone do not keep a room open
     assert await asyncio.wait_for(closed, 10) is room
     assert lk.rooms.get_room("never-joined") is None
+
+
+async def test_agent_dispatch_service_create_dispatch_reaches_a_worker(lk, rooms, workers):
+    """AgentDispatchService.CreateDispatch over Twirp, as a backend calls it."""
+    user, hello = await join_expecting_agent(
+        lk, rooms, "user", "twirp-dispatch-room", "named-agent",
+        room_config=proto_room.RoomConfiguration(departure_timeout=1))
+    async with api.LiveKitAPI(lk.http_url, lk.api_key, lk.api_secret) as lkapi:
+        d = await lkapi.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(
+            agent_name="named-agent", room="twirp-dispatch-room", metadata="via twirp"))
+        assert d.id.startswith("AD_") and d.agent_name == "named-agent"
+        agent = await asyncio.wait_for(hello, 20)
+        assert agent.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+        await until(lambda: agent.attributes.get("fixture.job_metadata") == "via twirp")
+        listed = await lkapi.room.list_participants(api.ListParticipantsRequest(room="twirp-dispatch-room"))
+        assert [p.kind for p in listed.participants if p.identity == agent.identity] == [
+            proto_models.ParticipantInfo.AGENT]
+        (got,) = [x for x in await lkapi.agent_dispatch.list_dispatch("twirp-dispatch-room") if x.id == d.id]
+        assert [j.state.participant_identity for j in got.state.jobs] == [agent.identity]
+
+
+class RawWorker:
+    """An agent worker without livekit-agents: livekit.protocol.agent messages over
+    /agent. It reports whatever status it is told to, records the jobs it is offered
+    and accepts every one, so a job offered to it never reaches a real worker."""
+
+    def __init__(self, lk, agent_name: str) -> None:
+        self.lk, self.agent_name = lk, agent_name
+        self.offers: list[proto_agent.Job] = []
+        self.assignments: list[proto_agent.JobAssignment] = []
+
+    async def __aenter__(self) -> "RawWorker":
+        self.http = aiohttp.ClientSession()
+        jwt = api.AccessToken(self.lk.api_key, self.lk.api_secret).with_grants(
+            api.VideoGrants(agent=True)).to_jwt()
+        self.ws = await self.http.ws_connect(f"{self.lk.url}/agent", headers={"Authorization": f"Bearer {jwt}"})
+        await self.send(register=proto_agent.RegisterWorkerRequest(
+            type=proto_agent.JT_ROOM, agent_name=self.agent_name, version="raw"))
+        first = proto_agent.ServerMessage()
+        first.ParseFromString((await self.ws.receive(timeout=10)).data)
+        assert first.WhichOneof("message") == "register"
+        self.id = first.register.worker_id
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self._reader.cancel()
+        await self.ws.close()
+        await self.http.close()
+
+    async def send(self, **message: Any) -> None:
+        await self.ws.send_bytes(proto_agent.WorkerMessage(**message).SerializeToString())
+
+    async def _read(self) -> None:
+        async for msg in self.ws:
+            m = proto_agent.ServerMessage()
+            m.ParseFromString(msg.data)
+            if m.WhichOneof("message") == "availability":
+                self.offers.append(m.availability.job)
+                await self.send(availability=proto_agent.AvailabilityResponse(
+                    job_id=m.availability.job.id, available=True,
+                    participant_identity=f"raw-{m.availability.job.id}"))
+            elif m.WhichOneof("message") == "assignment":
+                self.assignments.append(m.assignment)
+
+    async def report(self, status: int, load: float) -> None:
+        """UpdateWorkerStatus, then wait until the server has applied it."""
+        await self.send(update_worker=proto_agent.UpdateWorkerStatus(status=status, load=load))
+        await until(lambda: (w := self.lk.workers.workers.get(self.id)) is not None
+                    and w.status == status and abs(w.load - load) < 1e-6)
+
+
+async def test_a_full_worker_is_passed_over_for_an_available_one(lk, rooms, workers):
+    """livekit-server offers a job only to workers whose last status is WS_AVAILABLE
+    (livekit-agents reports WS_FULL once its load reaches load_threshold)."""
+    async with RawWorker(lk, "named-agent") as full:
+        # spare capacity alone would make it the favourite over the real worker
+        await full.report(proto_agent.WS_FULL, 0.0)
+        cfg = proto_room.RoomConfiguration(
+            departure_timeout=1, agents=[RoomAgentDispatch(agent_name="named-agent")])
+        joined = [await join_expecting_agent(lk, rooms, "user", f"busy-room-{i}", "named-agent",
+                                             room_config=cfg) for i in range(4)]
+        agents = await asyncio.wait_for(asyncio.gather(*(hello for _, hello in joined)), 20)
+        assert all(a.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT for a in agents)
+        assert full.offers == []
+        real = {w.id for w in lk.workers.workers.values() if w.agent_name == "named-agent"} - {full.id}
+        for i in range(4):
+            (d,) = lk.rooms.list_dispatches(f"busy-room-{i}")
+            assert [j.state.worker_id in real for j in d.state.jobs] == [True]
+
+
+async def test_a_job_for_full_workers_only_is_not_assigned(lk):
+    """With no available worker for the agent name, livekit-server fails the job
+    request ("no workers available") and the room runs without the agent."""
+    async with RawWorker(lk, "lonely-agent") as w:
+        await w.report(proto_agent.WS_FULL, 0.2)
+        room = lk.rooms.create_room("lonely-room", agents=[RoomAgentDispatch(agent_name="lonely-agent")])
+        try:
+            await asyncio.sleep(0.5)  # the server decides at once; give a wrong offer time to arrive
+            assert w.offers == []
+            assert [d.state.jobs for d in lk.rooms.list_dispatches("lonely-room")] == [[]]
+
+            # available again: the next dispatch is offered to it, and assigned
+            await w.report(proto_agent.WS_AVAILABLE, 0.2)
+            d = await lk.rooms.dispatch_agent("lonely-room", "lonely-agent", metadata="second")
+            await until(lambda: len(w.assignments) == 1)
+            assert [(j.dispatch_id, j.metadata) for j in w.offers] == [(d.id, "second")]
+            assignment = w.assignments[0]
+            assert assignment.job.id == w.offers[0].id and assignment.job.room.name == "lonely-room"
+            claims = api.TokenVerifier(lk.api_key, lk.api_secret).verify(assignment.token)
+            assert (claims.identity, claims.kind, claims.video.room) == (
+                f"raw-{assignment.job.id}", "agent", "lonely-room")
+            assert [len(x.state.jobs) for x in lk.rooms.list_dispatches("lonely-room")] == [0, 1]
+
+            # a worker that says it is available at full load (a dev-mode worker whose
+            # CPU is saturated does: its load_threshold is infinite) still gets jobs,
+            # as with livekit-server, which selects by status alone
+            await w.report(proto_agent.WS_AVAILABLE, 1.0)
+            d3 = await lk.rooms.dispatch_agent("lonely-room", "lonely-agent", metadata="third")
+            await until(lambda: len(w.assignments) == 2, timeout=5)
+            assert w.offers[-1].dispatch_id == d3.id
+        finally:
+            await lk.rooms.delete_room(room.name)
