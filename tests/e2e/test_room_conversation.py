@@ -64,6 +64,26 @@ async def test_spoken_question_is_answered_in_the_room(worker, stack, join, spee
     await caller.wait_for(lambda: caller.agent_states[-1][1] == "listening", 10, "the agent to listen again")
 
 
+async def test_models_transcripts_reach_the_caller_as_text(worker, stack, join, speech):
+    """Gemini's transcript of the caller's words and of its own reply arrive at the caller
+    word for word as final lk.transcription text, each attributed to its side."""
+    heard_as = "could you please read me the weather forecast for tomorrow"
+    answer = "Tomorrow will be sunny with a light breeze from the west."
+    stack.gemini.script.transcripts[1] = heard_as
+    stack.gemini.script.reply(1, text=answer)  # spoken: the echo, transcribed as `answer`
+    try:
+        caller = await join()
+        await caller.wait_agent()
+        await caller.wait_for(lambda: "listening" in [s for _, s in caller.agent_states], 30,
+                              "the agent to listen")
+        caller.say(speech("What will the weather be like tomorrow?"))
+        await caller.wait_reply(await caller.wait_spoken())
+        await caller.wait_for(lambda: caller.said_by_me() == heard_as, 10, "the user transcript")
+        await caller.wait_for(lambda: caller.said_by_agent() == answer, 10, "the agent transcript")
+    finally:
+        stack.gemini.script.reset()
+
+
 async def test_caller_interrupts_the_agent_over_webrtc(worker, stack, join, speech):
     tone = (np.sin(2 * np.pi * 330 * np.arange(24000 * 8) / 24000) * 12000).astype(np.int16)
     stack.gemini.script.reply(1, text="a very long answer", audio=tone.tobytes())
