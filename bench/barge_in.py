@@ -2,7 +2,10 @@
 
   speech -> silence      the caller's first loud sample over the agent -> the last loud
                          frame of the agent's audio arriving at the caller
-  interrupted -> silence the offline model sending `interrupted` -> that same last frame
+  interrupted -> silence the offline model sending `interrupted` -> that same last frame,
+                         split at the agent clearing its WebRTC source (its latency trace):
+                         the agent's own reaction, then what was already on its way (the
+                         sender, the local LiveKit server, the person's jitter buffer)
 
 Tuned (product default) and framework-default workers side by side, turns alternating.
 
@@ -51,7 +54,7 @@ async def main() -> None:
     args = ap.parse_args()
     ask, stop = speech(ASK), speech(STOP)
     onset = first_loud_offset(stop, 48000)
-    res = {c: {"speech": [], "interrupted": [], "played_after": []} for c in CONFIGS}
+    res = {c: {"speech": [], "interrupted": [], "agent": [], "after_agent": []} for c in CONFIGS}
     async with bench_stack("bench-barge-in") as b:
         for n in range(1, 2 * args.turns + 3, 2):
             b.stack.gemini.script.reply(n, audio=tone(330, 4.0))      # the answer talked over
@@ -83,12 +86,19 @@ async def main() -> None:
                     r["interrupted"].append(stopped - intr[0])
                 await caller.wait_reply(end, quiet_s=0.5, timeout=20)
                 await asyncio.sleep(0.3)
+                if intr:  # the agent's trace is on disk by now
+                    clears = [e["t"] for e in b.trace(c, caller.room_name) if e["ev"] == "clear" and e["t"] >= intr[0]]
+                    if clears:
+                        r["agent"].append(clears[0] - intr[0])
+                        r["after_agent"].append(stopped - clears[0])
             print(f"  turn {turn + 1}/{args.turns} done", end="\r", flush=True)
         print()
     t, f = res["tuned"], res["framework"]
     print("\nBarge-in (tuned = product default, framework = livekit-agents defaults)")
     for key, label in (("speech", "caller starts speaking -> agent audio stops at the caller"),
-                       ("interrupted", "model's `interrupted` -> agent audio stops at the caller")):
+                       ("interrupted", "model's `interrupted` -> agent audio stops at the caller"),
+                       ("agent", "  of which: `interrupted` -> the agent clears its WebRTC source"),
+                       ("after_agent", "  and: source cleared -> audio stops at the caller (in flight)")):
         print(label)
         print(f"  tuned     {summary(t[key])}")
         print(f"  framework {summary(f[key])}")

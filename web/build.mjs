@@ -44,6 +44,9 @@ if (check) {
     ]);
     if (!b || !a.equals(b)) stale.push(name);
   }
+  // a file the build no longer makes would still be served
+  const built = new Set(await readdir(out));
+  for (const name of await readdir(target)) if (!built.has(name)) stale.push(`${name} (not built)`);
   await rm(out, { recursive: true, force: true });
   if (stale.length) {
     console.error(`agents/web/static is out of date (${stale.join(', ')}): run npm ci && npm run build in web/`);
