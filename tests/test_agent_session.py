@@ -44,6 +44,16 @@ class Conversation:
         return await asyncio.wait_for(poll(), timeout)
 
 
+async def ask_and_hear_the_echo(conv: Conversation, question: np.ndarray, rate: int) -> None:
+    """Say `question`; the agent's whole first reply (24 kHz) must be its echo."""
+    conv.mic.say(question)
+    [reply] = await conv.speaker.wait_for_segments(1)
+    pcm, reply_rate = reply.pcm()
+    assert reply_rate == 24000 and not reply.interrupted
+    expected = trim_silence(resample(question, rate, 24000), 24000)
+    assert best_correlation(trim_silence(pcm, 24000), expected) >= 0.9
+
+
 async def talk_over_the_agent(conv: Conversation, words: np.ndarray, after_s: float = 1.0) -> None:
     """Say `words` once the agent's first answer has played for `after_s` seconds."""
 
@@ -79,15 +89,8 @@ async def conversation(gemini, product_settings):
 
 async def test_spoken_question_gets_the_models_audio_back(conversation, gemini, speech):
     conv = await conversation()
-    question = speech(QUESTION, 48000)
-    conv.mic.say(question)
-
-    [reply] = await conv.speaker.wait_for_segments(1)
-    pcm, rate = reply.pcm()
-    assert rate == 24000 and not reply.interrupted
     # the offline model echoes the utterance: what the user said must come back intact
-    expected = trim_silence(resample(question, 48000, 24000), 24000)
-    assert best_correlation(trim_silence(pcm, 24000), expected) >= 0.9
+    await ask_and_hear_the_echo(conv, speech(QUESTION, 48000), 48000)
     # and both sides' transcripts reach the conversation
     session = await gemini.wait_for_session(1)
     assert session.setup["model"].endswith("native-audio-preview-12-2025")
@@ -102,14 +105,7 @@ async def test_16khz_microphone_goes_to_the_model_in_input_chunks(
     it on as is, in messages of latency.input_chunk_ms (not the plugin's resampler and
     50 ms chunks, which a 48 kHz microphone goes through)."""
     conv = await conversation(mic_rate=16000)
-    question = speech(QUESTION, 16000)
-    conv.mic.say(question)
-
-    [reply] = await conv.speaker.wait_for_segments(1)
-    pcm, rate = reply.pcm()
-    assert rate == 24000 and not reply.interrupted
-    expected = trim_silence(resample(question, 16000, 24000), 24000)
-    assert best_correlation(trim_silence(pcm, 24000), expected) >= 0.9
+    await ask_and_hear_the_echo(conv, speech(QUESTION, 16000), 16000)
 
     session = await gemini.wait_for_session(1)
     audio = [m.body for m in session.received if m.kind == "audio"]

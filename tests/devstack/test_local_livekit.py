@@ -112,6 +112,16 @@ async def feed_sine(source: rtc.AudioSource, freq: float = 440.0) -> None:
         i += 1
 
 
+async def publish_tone(participant: rtc.LocalParticipant) -> tuple[rtc.LocalTrackPublication, asyncio.Task]:
+    """Publish a microphone track playing 440 Hz; returns its publication and the feeding task
+    (cancel it when done)."""
+    source = rtc.AudioSource(48000, 1)
+    track = rtc.LocalAudioTrack.create_audio_track("mic", source)
+    feeder = asyncio.create_task(feed_sine(source))
+    pub = await participant.publish_track(track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
+    return pub, feeder
+
+
 async def capture(track: rtc.Track, frames: int = 100) -> np.ndarray:
     """The last 60 of `frames` 10 ms frames of a remote audio track (start-up skipped)."""
     stream = rtc.AudioStream(track, sample_rate=48000, num_channels=1)
@@ -156,12 +166,8 @@ async def test_audio_track_carries_a_440hz_tone(lk, rooms):
 
     subscribed = waiter(bob, "track_subscribed")
     local_subscribed = waiter(alice, "local_track_subscribed")
-    source = rtc.AudioSource(48000, 1)
-    track = rtc.LocalAudioTrack.create_audio_track("mic", source)
-    feeder = asyncio.create_task(feed_sine(source))
+    pub, feeder = await publish_tone(alice.local_participant)
     try:
-        pub = await alice.local_participant.publish_track(
-            track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
         remote_track, remote_pub, participant = await asyncio.wait_for(subscribed, 10)
         assert participant.identity == "alice"
         assert remote_pub.sid == pub.sid
@@ -428,12 +434,8 @@ async def test_auto_subscribe_off_gets_no_track_until_it_subscribes(lk, rooms):
     announced = waiter(bob, "track_published")
     at_carol = waiter(carol, "track_subscribed")
 
-    source = rtc.AudioSource(48000, 1)
-    track = rtc.LocalAudioTrack.create_audio_track("mic", source)
-    feeder = asyncio.create_task(feed_sine(source))
+    pub, feeder = await publish_tone(alice.local_participant)
     try:
-        pub = await alice.local_participant.publish_track(
-            track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
         remote_pub, publisher = await asyncio.wait_for(announced, 10)
         assert publisher.identity == "alice" and remote_pub.sid == pub.sid
         await asyncio.wait_for(at_carol, 10)  # the track is live for those who auto-subscribe
