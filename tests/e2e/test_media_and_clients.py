@@ -57,6 +57,34 @@ async def test_greeting_reaches_the_caller(worker, stack, join):
                           "the greeting's transcript")
 
 
+@pytest.mark.parametrize("kind", ["sip", None])
+async def test_words_over_the_greeting_reach_the_model_only_from_a_phone(worker, stack, join, speech, kind):
+    """A phone line has no acoustic echo: a caller talking over the greeting is heard. A
+    browser on speakers would feed the agent's own voice back, so its microphone reaches
+    the model as silence while the first reply plays (audio.echo_warmup_s)."""
+    tone = (np.sin(2 * np.pi * 330 * np.arange(24000 * 4) / 24000) * 8000).astype(np.int16)
+    stack.gemini.script.reply(1, text="a long greeting", audio=tone.tobytes())
+    try:
+        earlier = len(stack.gemini.sessions)
+        caller = await join(kind=kind)
+        await caller.wait_agent()
+        await caller.wait_for(lambda: caller.heard.first_loud(0), 30, "the greeting")
+        session = stack.gemini.sessions[earlier]
+        words = speech("Hello, I am calling about my order")
+        start = len(session.audio_in)
+        caller.say(words)
+        await caller.wait_spoken()
+        await asyncio.sleep(0.5)  # the last words on their way to the model
+        heard = resample(np.frombuffer(bytes(session.audio_in[start:]), np.int16), 16000, RATE)
+        if kind == "sip":
+            assert speech_similarity(trim_silence(resample(heard, RATE, 16000), 16000),
+                                     trim_silence(resample(words, RATE, 16000), 16000), 16000) >= 0.8
+        else:
+            assert len(heard) >= len(words) and int(np.abs(heard.astype(np.int32)).max()) < 100
+    finally:
+        stack.gemini.script.reset()
+
+
 @pytest.mark.parametrize("source", [rtc.TrackSource.SOURCE_CAMERA, rtc.TrackSource.SOURCE_SCREENSHARE])
 async def test_video_reaches_the_model_as_jpeg_at_the_configured_rate(worker, stack, join, source):
     earlier = len(stack.gemini.sessions)
