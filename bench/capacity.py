@@ -29,9 +29,10 @@ Quality per step, at the people (10 ms frames as the SDK delivers them):
            large that the turns collide)
   latency  end of the sentence (its last frame sent) -> first loud reply frame at the
            person; includes the model's 500 ms end-of-speech silence
-  dry      (--trace) of the lost frames, those the agent's own WebRTC source ran dry for,
-           from the agent's latency trace: the rest were lost between its sender and the
-           person (the local server, the callers, the machine's scheduling)
+  dry      (--trace) 10 ms frames inside replies for which the agent's own WebRTC source ran
+           dry, from the agent's latency trace. Counted over whole replies, not only where
+           the sentence is loud, so it can exceed `lost`; lost frames beyond it were lost
+           between the agent's sender and the person (local server, callers, scheduling)
 A step is clean with no missed turn, no room left without an agent, not one lost frame, no
 cut reply, and latency p95 within 1.5x the first step's p95 + 100 ms; good allows up to
 0.5 % of reply frames lost (isolated 10 ms gaps). The ramp goes on while steps are good.
@@ -82,7 +83,6 @@ SPF = RATE // 100
 ALIGN = 3  # frames of alignment tolerance between the sentence and its echo
 STRETCH_OK = 2  # a reply up to 20 ms longer than the sentence is the jitter buffer adapting
 DEBUG = bool(os.environ.get("CAPACITY_DEBUG"))
-TRACE_BASE = ""  # --trace: the agent's latency trace files, to tell its own underruns apart
 
 # LiveKit's published guidance for agent servers (docs.livekit.io, "Deploying to
 # production" / load testing): 10-25 concurrent sessions on 4 cores and 8 GB; a load test
@@ -512,8 +512,8 @@ class Phase:
             sum(t.latency is None for t in turns), sum(not r.has_agent for r in self.rooms),
             sum(t.lost for t in turns), sum(t.frames for t in turns), sum(t.cut for t in turns),
             lat, m1.cores(m0), rss, pss, procs, self.lag.p99(t0, t1), self.full_reports() - full0)
-        if TRACE_BASE:
-            step.underrun = agent_underruns(f"{TRACE_BASE}.*.{self.name}-{self.run}-*.jsonl", t0, t1)
+        if trace := self.worker.env.get("AGENT_LATENCY__TRACE_FILE"):  # --trace
+            step.underrun = agent_underruns(f"{trace}.*.{self.name}-{self.run}-*.jsonl", t0, t1)
         step.good = judge(step, self.reference or (self.steps[0] if self.steps else None))
         self.steps.append(step)
         return step
@@ -593,8 +593,8 @@ def report(phases: dict[str, Phase]) -> None:
     for ph in phases.values():
         for s in ph.steps:
             print(row(s))
-    print("lost = late/lost 10 ms reply frames / reply frames, at the people; dry = of those, 10 ms frames "
-          "the agent's own WebRTC source ran dry (--trace; '-' = not traced); agent = the worker's process tree; "
+    print("lost = late/lost 10 ms reply frames / reply frames, at the people; dry = 10 ms frames inside "
+          "replies the agent's own WebRTC source ran dry (--trace; '-' = not traced; whole replies, so it may exceed lost); agent = the worker's process tree; "
           "MB per session include the worker, forkserver and idle processes; lag99 = the callers' "
           "event-loop lag p99; full = times the worker reported itself full")
 
@@ -723,7 +723,6 @@ async def soak(ph: Phase, seconds: float, minute: float = 60.0) -> list[Step]:
 
 
 async def main() -> None:
-    global TRACE_BASE
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--executors", default="process,thread", help="job executors to ramp, in order")
     ap.add_argument("--levels", default="2,4,6,8,12,16,20,24,28,32", help="concurrent rooms per step")
@@ -759,8 +758,7 @@ async def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-capacity-"))
     if args.trace:
         (workdir / "trace").mkdir()
-        TRACE_BASE = str(workdir / "trace" / "agent")
-        AGENT_ENV["AGENT_LATENCY__TRACE_FILE"] = TRACE_BASE
+        AGENT_ENV["AGENT_LATENCY__TRACE_FILE"] = str(workdir / "trace" / "agent")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "GOOGLE_", "AGENT_"))}
     env["PYTHONUNBUFFERED"] = "1"
     utts = [utterance(s) for s in SENTENCES]
