@@ -18,8 +18,10 @@ from livekit.agents.voice.agent_session import VoiceActivityVideoSampler
 
 from . import audio_path, push_to_talk
 from .assistant import Assistant
-from .model import GeminiRealtimeModel, build_realtime_model, warm_up_client, warm_up_types
-from .model import tls_context as model_tls_context
+from .call_failure import end_call_when_gemini_fails
+from .gemini import GeminiRealtimeModel, build_realtime_model
+from .gemini.transport import tls_context as model_tls_context
+from .gemini.warmup import warm_up_client, warm_up_types
 from .participants import follow_participants
 from .settings import Settings
 
@@ -115,12 +117,16 @@ def prewarm(settings: Settings) -> dict:
     if fast_startup(settings):
         warm["ssl_context"] = ctx = model_tls_context()
         try:
-            client = warm_up_client(ctx)
+            client = warm_up_client(ctx, connect_timeout_s=settings.connection.setup_timeout_s)
             model = build_realtime_model(settings, warm["instructions"], ssl_context=ctx)
             warm_up_types(model, llm.ToolContext(Assistant(settings).tools).flatten(), client)
         except Exception as e:  # a warm-up only saves time; the call reports real errors
             logger.warning("prewarm: google-genai warm-up skipped (%s)", e)
     return warm
+
+
+async def _cancel(task: asyncio.Task) -> None:
+    task.cancel()
 
 
 async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
@@ -191,6 +197,11 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
         room_options=room_options(settings, participant),
     )
     mark("session_started")
+    # Gemini unreachable for good (agents/gemini/connection.py): tell the caller, end the call
+    failure = asyncio.create_task(end_call_when_gemini_fails(
+        ctx, session, session.current_agent.realtime_llm_session.failure, settings.connection,
+        hang_up_room=is_phone_call))
+    ctx.add_shutdown_callback(lambda: _cancel(failure))
     follow_participants(session, ctx.room)
     if settings.turn_detection.mode == "manual":
         await push_to_talk.enable(session, ctx.room)

@@ -132,6 +132,25 @@ class ModelSettings(_Section):
         return self
 
 
+class ConnectionSettings(_Section):
+    """How a call outlives its Gemini Live connection (agents/gemini/connection.py)."""
+
+    # a connect whose setup is not answered within this counts as a failed attempt
+    setup_timeout_s: float = Field(default=10.0, gt=0.0, le=120.0)
+    # silence from Gemini while a reply is being generated or was asked for = a stall
+    stall_timeout_s: float = Field(default=8.0, gt=0.0, le=120.0)
+    # how long reconnecting may take before the caller is told and the call ends
+    reconnect_within_s: float = Field(default=30.0, gt=0.0, le=600.0)
+    # caller audio kept until Gemini has it (sent again after a reconnect)
+    replay_buffer_s: float = Field(default=60.0, ge=5.0, le=600.0)
+    # after goAway, rotate at a turn boundary, or this long before the deadline at the latest
+    go_away_margin_s: float = Field(default=1.0, ge=0.0, le=30.0)
+    # said to the caller when Gemini cannot be reached (also posted in the room's chat)
+    apology_text: str = "Sorry, I can't continue this call right now because of a technical problem. Please try again in a moment. Goodbye."
+    # the spoken apology (a WAV relative to config/); "" = the chat message only
+    apology_audio: str = "apology.wav"
+
+
 class TurnDetectionSettings(_Section):
     # server_vad: Gemini detects speech. manual: push-to-talk, the client marks turns.
     mode: Literal["server_vad", "manual"] = "server_vad"
@@ -282,6 +301,7 @@ class Settings(BaseSettings):
 
     agent: AgentIdentitySettings = AgentIdentitySettings()
     model: ModelSettings = ModelSettings()
+    connection: ConnectionSettings = ConnectionSettings()
     turn_detection: TurnDetectionSettings = TurnDetectionSettings()
     video: VideoSettings = VideoSettings()
     audio: AudioSettings = AudioSettings()

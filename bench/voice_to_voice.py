@@ -49,7 +49,7 @@ class DirectPath:
         from google import genai
         from google.genai import types
 
-        from agents.model import realtime_input_config
+        from agents.gemini.build import realtime_input_config
         from agents.settings import DEFAULT_MODEL, TurnDetectionSettings
 
         os.environ.update(self.server.client_env())

@@ -8,10 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agents.assistant import Assistant
+from agents.session import build_session
 from agents.settings import Settings, load_settings
 from devstack.gemini import OfflineGeminiServer
 
 from .support.audio import read_wav, resample, speech_wav
+from .support.conversation import Conversation
+from .support.session_io import Microphone, Speaker
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / ".artifacts"
 
@@ -54,3 +58,26 @@ def speech(tmp_path_factory):
         return cache[(text, rate)]
 
     return make
+
+
+@pytest.fixture
+async def conversation(gemini, product_settings):
+    """conversation(**setting overrides) -> a running Conversation (closed at teardown)."""
+    started: list[Conversation] = []
+
+    async def start(*, mic_rate: int = 48000, **overrides) -> Conversation:
+        settings = product_settings(**{"agent__greet": "false", **overrides})
+        # a headset: no acoustic echo, so no caller audio is discarded
+        session = build_session(settings, echo_warmup_s=None)
+        mic, speaker = Microphone(mic_rate), Speaker(24000)
+        session.input.audio = mic
+        session.output.audio = speaker
+        conv = Conversation(session, mic, speaker)
+        await session.start(agent=Assistant(settings))
+        started.append(conv)
+        return conv
+
+    yield start
+    for conv in started:
+        await conv.session.aclose()
+        await conv.speaker.aclose()

@@ -13,78 +13,9 @@ from agents.assistant import Assistant
 from agents.session import build_session
 
 from .support.audio import best_correlation, resample, rms, trim_silence
-from .support.session_io import Microphone, Speaker
+from .support.conversation import ask_and_hear_the_echo, talk_over_the_agent
 
 QUESTION = "Hello there. Could you tell me what time it is in Seoul right now?"
-
-
-class Conversation:
-    """A running AgentSession with its microphone, speaker and transcript."""
-
-    def __init__(self, session: AgentSession, mic: Microphone, speaker: Speaker) -> None:
-        self.session, self.mic, self.speaker = session, mic, speaker
-        self.messages: list[tuple[str, str]] = []
-        self.tool_outputs = []
-        session.on("conversation_item_added", self._on_item)
-        session.on("function_tools_executed", lambda ev: self.tool_outputs.extend(ev.function_call_outputs))
-
-    def _on_item(self, ev) -> None:
-        item = ev.item
-        if getattr(item, "type", None) == "message" and item.text_content:
-            self.messages.append((item.role, item.text_content))
-
-    async def wait_message(self, role: str, contains: str, timeout: float = 20.0) -> str:
-        async def poll() -> str:
-            while True:
-                for r, text in self.messages:
-                    if r == role and contains in text:
-                        return text
-                await asyncio.sleep(0.05)
-
-        return await asyncio.wait_for(poll(), timeout)
-
-
-async def ask_and_hear_the_echo(conv: Conversation, question: np.ndarray, rate: int) -> None:
-    """Say `question`; the agent's whole first reply (24 kHz) must be its echo."""
-    conv.mic.say(question)
-    [reply] = await conv.speaker.wait_for_segments(1)
-    pcm, reply_rate = reply.pcm()
-    assert reply_rate == 24000 and not reply.interrupted
-    expected = trim_silence(resample(question, rate, 24000), 24000)
-    assert best_correlation(trim_silence(pcm, 24000), expected) >= 0.9
-
-
-async def talk_over_the_agent(conv: Conversation, words: np.ndarray, after_s: float = 1.0) -> None:
-    """Say `words` once the agent's first answer has played for `after_s` seconds."""
-
-    async def agent_speaking() -> None:
-        while not conv.speaker.segments or conv.speaker.segments[0].played_s < after_s:
-            await asyncio.sleep(0.02)
-
-    await asyncio.wait_for(agent_speaking(), 20)
-    conv.mic.say(words)
-
-
-@pytest.fixture
-async def conversation(gemini, product_settings):
-    started: list[Conversation] = []
-
-    async def start(*, mic_rate: int = 48000, **overrides) -> Conversation:
-        settings = product_settings(**{"agent__greet": "false", **overrides})
-        # a headset: no acoustic echo, so no caller audio is discarded
-        session = build_session(settings, echo_warmup_s=None)
-        mic, speaker = Microphone(mic_rate), Speaker(24000)
-        session.input.audio = mic
-        session.output.audio = speaker
-        conv = Conversation(session, mic, speaker)
-        await session.start(agent=Assistant(settings))
-        started.append(conv)
-        return conv
-
-    yield start
-    for conv in started:
-        await conv.session.aclose()
-        await conv.speaker.aclose()
 
 
 async def test_spoken_question_gets_the_models_audio_back(conversation, gemini, speech):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from google.genai import types
 
-from agents.model import build_realtime_model, realtime_input_config
+from agents.gemini.build import build_realtime_model, realtime_input_config
 from agents.settings import SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,0 +1,185 @@
+"""A call outlives its Gemini Live connection (agents/gemini/connection.py): the product's
+own AgentSession against the offline Gemini server, which is made to fail the way the
+service does — goAway, close 1011, refused upgrades, setups never answered, handles
+refused. What the caller hears is measured: whole replies, every question answered."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from .support.conversation import agent_has_played, assert_whole_echo, rt_session
+
+RATE = 48000
+QUESTION = "Please tell me about the weather tomorrow in Seoul and in Busan."
+
+
+def turn_complete_at(session) -> list[float]:
+    return [m.at for m in session.sent if m.content.get("turnComplete")]
+
+
+async def test_go_away_mid_reply_lets_the_reply_finish_then_rotates(conversation, gemini, speech):
+    conv = await conversation()
+    question = speech(QUESTION, RATE)
+    conv.mic.say(question)
+    await agent_has_played(conv, 0.8)
+    first = await gemini.wait_for_session(1)
+    await first.send_go_away("6s")  # the server closes at the deadline
+
+    [reply] = await conv.speaker.wait_for_segments(1)
+    assert not reply.interrupted
+    assert_whole_echo(reply, question, RATE)
+
+    second = await gemini.wait_for_session(2)
+    # rotated at the turn boundary, with the handle issued for it
+    assert second.connected_at >= turn_complete_at(first)[0]
+    assert second.resumed_from == first.handles[-1]
+    assert first.close_code is None, "the server had to close the old connection itself"
+
+    follow_up = speech("And what about the day after?", RATE)
+    conv.mic.say(follow_up)
+    [_, answer] = await conv.speaker.wait_for_segments(2)
+    assert_whole_echo(answer, follow_up, RATE)
+    assert second.conversation.turn_count == 2  # context kept: this was turn 2
+
+
+async def test_close_1011_mid_reply_answers_the_question_again_in_full(conversation, gemini, speech):
+    conv = await conversation()
+    first_q = speech("First, a short question.", RATE)
+    conv.mic.say(first_q)
+    await conv.speaker.wait_for_segments(1)
+
+    question = speech(QUESTION, RATE)
+    conv.mic.say(question)
+    await agent_has_played(conv, 0.8, segment=1)
+    first = await gemini.wait_for_session(1)
+    await first.close(1011, "Internal error encountered.")
+
+    second = await gemini.wait_for_session(2)
+    assert second.resumed_from == first.handles[-1]
+    cut, answer = (await conv.speaker.wait_for_segments(3))[1:]
+    assert cut.played_s < 2.5, "the first answer was not cut by the fault"
+    assert_whole_echo(answer, question, RATE)
+
+    follow_up = speech("Thanks. One more thing.", RATE)
+    conv.mic.say(follow_up)
+    assert_whole_echo((await conv.speaker.wait_for_segments(4))[3], follow_up, RATE)
+    assert [f.cause for f in rt_session(conv).faults] == ["close_1011"]
+
+
+@pytest.mark.parametrize("refusals", [1, 2])
+async def test_refused_reconnects_after_1011_do_not_end_the_call(conversation, gemini, speech, refusals):
+    conv = await conversation()
+    await (await gemini.wait_for_session(1)).close(1011, "Internal error encountered.")
+    gemini.script.refuse_connections(refusals, status=503)
+
+    question = speech("Are you still there?", RATE)
+    await asyncio.sleep(0.1)
+    conv.mic.say(question)
+    [answer] = await conv.speaker.wait_for_segments(1)
+    assert_whole_echo(answer, question, RATE)
+    assert [r.status for r in gemini.refused] == [503] * refusals
+    assert [f.cause for f in rt_session(conv).faults] == ["close_1011"] + ["http_503"] * refusals
+
+
+async def test_words_spoken_while_the_link_is_down_reach_the_model(conversation, gemini, speech):
+    conv = await conversation()
+    first = await gemini.wait_for_session(1)
+    # refused four times: the link stays down for ~1.7 s of backoff, longer than the
+    # start of the question
+    gemini.script.refuse_connections(4, status=503)
+    await first.close(1011, "Internal error encountered.")
+    question = speech(QUESTION, RATE)
+    conv.mic.say(question)
+    [answer] = await conv.speaker.wait_for_segments(1)
+    assert_whole_echo(answer, question, RATE)
+
+    second = await gemini.wait_for_session(2)
+    spoken_s = len(question) / RATE
+    assert len(second.audio_in) / 2 / 16000 >= spoken_s, "caller audio was lost during the outage"
+
+
+async def test_a_setup_never_answered_is_noticed_and_recovered(conversation, gemini, speech):
+    conv = await conversation(connection__setup_timeout_s="1.5")
+    first = await gemini.wait_for_session(1)
+    gemini.script.stall_setup = True
+    await first.close(1011, "Internal error encountered.")
+
+    async def stalled_session():
+        while len(gemini.sessions) < 2:
+            await asyncio.sleep(0.02)
+        return gemini.sessions[1]
+
+    stalled = await asyncio.wait_for(stalled_session(), 10)
+    gemini.script.stall_setup = False
+    question = speech("Hello again.", RATE)
+    conv.mic.say(question)
+    [answer] = await conv.speaker.wait_for_segments(1)
+    assert_whole_echo(answer, question, RATE)
+    await stalled.wait_closed(5)  # the product gave up on it and closed it
+    assert "stall" in [f.cause for f in rt_session(conv).faults]
+
+
+async def test_gemini_gone_for_good_fails_the_call_with_the_reason(conversation, gemini):
+    conv = await conversation(connection__setup_timeout_s="0.5", connection__reconnect_within_s="2")
+    first = await gemini.wait_for_session(1)
+    gemini.script.stall_setup = True
+    await first.close(1011, "Internal error encountered.")
+    fault = await asyncio.wait_for(rt_session(conv).failure, 15)
+    assert fault.fatal
+    assert "connection.reconnect_within_s" in str(fault)
+
+
+async def test_an_unknown_model_fails_at_once_with_the_services_reason(conversation, gemini):
+    conv = await conversation(model__name="gemini-no-such-model")
+    fault = await asyncio.wait_for(rt_session(conv).failure, 10)
+    assert fault.cause == "close_1008"
+    assert "gemini-no-such-model" in str(fault)
+    assert len(gemini.sessions) == 1, "a fatal refusal was tried again"
+
+
+async def test_a_refused_handle_starts_a_new_session_given_the_conversation(conversation, gemini, speech):
+    conv = await conversation()
+    first_q = speech("My name is Alice.", RATE)
+    conv.mic.say(first_q)
+    await conv.speaker.wait_for_segments(1)
+    await conv.wait_message("user", "utterance 1")
+    first = await gemini.wait_for_session(1)
+    assert first.handles
+    gemini._handles.clear()  # the service forgot them (expired)
+    await first.close(1011, "Internal error encountered.")
+
+    fresh = await gemini.wait_for_session(3)  # 2 refused the expired handle
+    assert gemini.sessions[1].close_code == 1007 and gemini.sessions[1].resumed_from is None
+    assert fresh.resumed_from is None
+    # given the conversation so far as history (what the caller said, what the agent said)
+    history = await fresh.wait_for(lambda m: m.kind != "audio" and "utterance 1" in str(m.body), timeout=5)
+    assert history.body.get("turn_complete") is False
+
+    question = speech("Do you remember me?", RATE)
+    conv.mic.say(question)
+    assert_whole_echo((await conv.speaker.wait_for_segments(2))[1], question, RATE)
+
+
+async def test_a_long_call_rotates_many_times_without_a_cut_reply_or_a_lost_question(conversation, gemini, speech):
+    """An hour of conversation compressed: every connection is told to go away during a
+    reply, as the service does at the end of each ~10 minute connection."""
+    conv = await conversation()
+    turns = 7
+    for n in range(turns):
+        question = speech(f"Question number {n + 1}, please.", RATE)
+        conv.mic.say(question)
+        await agent_has_played(conv, 0.4, segment=n)
+        await gemini.active_sessions[-1].send_go_away("4s")
+        reply = (await conv.speaker.wait_for_segments(n + 1, timeout=30))[n]
+        assert not reply.interrupted
+        assert_whole_echo(reply, question, RATE)
+
+    rt = rt_session(conv)
+    assert rt.rotations >= 6
+    assert rt.faults == [], "a rotation turned into a fault"
+    last = gemini.sessions[-1]
+    assert last.resumed_from is not None
+    assert last.conversation.turn_count == turns  # the whole conversation was kept
+    assert all(s.close_code is None for s in gemini.sessions), "the server had to close a connection"
