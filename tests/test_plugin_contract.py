@@ -7,7 +7,7 @@ import inspect
 
 from livekit.plugins.google.realtime import realtime_api
 
-from agents.gemini.connection import PLUGIN_MEMBERS_USED, ResilientSession
+from agents.gemini.connection import HANDLED_PLUGIN_ERRORS, PLUGIN_MEMBERS_USED, ResilientSession
 
 
 def test_every_plugin_member_the_connection_layer_uses_still_exists():
@@ -39,3 +39,15 @@ def test_google_genai_takes_the_websocket_options_the_transport_sets():
     params = inspect.signature(live.ws_connect).parameters
     for name in ("compression", "close_timeout"):
         assert name in params, f"websockets connect() no longer takes {name}"
+
+
+def test_the_plugin_still_logs_lost_connections_the_way_the_filter_expects():
+    source = inspect.getsource(realtime_api)
+    for prefix in HANDLED_PLUGIN_ERRORS:
+        if prefix == "Error in _main_task":  # livekit.agents.utils.log_exceptions' wording
+            from livekit.agents.utils import log as lk_log
+
+            assert 'f"Error in {fn.__name__}"' in inspect.getsource(lk_log)
+            continue
+        probe = prefix.replace("error in task gemini-realtime", "error in task {task.get_name()}")
+        assert probe in source, f"the plugin no longer logs {prefix!r}"

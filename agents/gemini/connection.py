@@ -48,6 +48,24 @@ from .replay import ReplayLog
 
 logger = logging.getLogger("gemini-agent.connection")
 
+
+# how the plugin's error lines for a lost connection begin (tests/test_plugin_contract.py)
+HANDLED_PLUGIN_ERRORS = ("Error in _main_task", "Gemini Realtime API error:", "error in receive task:",
+                         "error in send task:", "error in task gemini-realtime")
+
+
+class _HandledFaults(logging.Filter):
+    """The plugin logs each lost connection as an ERROR with a traceback (twice: its own
+    message and its main task's). This class handles those faults and logs each in one
+    line, as a warning while it recovers and an error when it gives up."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg if isinstance(record.msg, str) else ""
+        return not msg.startswith(HANDLED_PLUGIN_ERRORS)
+
+
+logging.getLogger("livekit.plugins.google").addFilter(_HandledFaults())
+
 # The plugin's private members this module relies on (tests/test_plugin_contract.py).
 PLUGIN_MEMBERS_USED = (
     "_main_task", "_send_task", "_recv_task", "_handle_go_away", "_emit_error",
