@@ -31,6 +31,12 @@ _PATH_RE = re.compile(
     r"(?:/[^/]+)*/+ws/google\.ai\.generativelanguage\.(?P<version>[A-Za-z0-9_]+)"
     r"\.GenerativeService\.(?P<method>BidiGenerateContent(?:Constrained)?)"
 )
+# Vertex AI (express mode: an API key, `genai.Client(vertexai=True, api_key=...)`), the
+# only mode in which google-genai lets a client ask for transparent resumption.
+_VERTEX_PATH_RE = re.compile(
+    r"(?:/[^/]+)*/+ws/google\.cloud\.aiplatform\.(?P<version>[A-Za-z0-9_]+)"
+    r"\.LlmBidiService/(?P<method>BidiGenerateContent)"
+)
 
 DEFAULT_API_KEY = "offline-gemini-test-key"
 
@@ -204,7 +210,7 @@ class OfflineGeminiServer:
 
     # ---- HTTP -----------------------------------------------------------------------
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        m = _PATH_RE.fullmatch(request.path)
+        m = _PATH_RE.fullmatch(request.path) or _VERTEX_PATH_RE.fullmatch(request.path)
         if not m:
             return web.Response(status=404, content_type="application/json",
                                 text=_error_body(404, f"Method not found: {request.path}", "NOT_FOUND"))

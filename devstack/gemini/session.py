@@ -150,6 +150,8 @@ class LiveSession:
         self._handle_index = 0  # consumed_index of the last handle issued on this connection
         self._reported_index = -1  # consumed_index at the last sessionResumptionUpdate
         self._current: TurnRecord | None = None
+        self._taking_in = False
+        self._reply_running = False  # the reply task has begun (set in _respond)
         self._fault_kind: str | None = None  # the fault that ended/stalled this connection
         self._send_lock = asyncio.Lock()
         self._queue: asyncio.Queue[_Turn] = asyncio.Queue()
@@ -285,7 +287,8 @@ class LiveSession:
         model = str(body.get("model") or "")
         if not model:
             raise p.ProtocolError(p.CLOSE_INVALID, "Request contains an invalid argument: model is required.")
-        name = model.removeprefix("models/")
+        # "models/x" (Gemini API) or "[projects/p/locations/l/]publishers/google/models/x" (Vertex AI)
+        name = model.rsplit("models/", 1)[-1]
         self.model = name
         if name not in known_models(self.server.extra_models):
             raise p.ProtocolError(
@@ -359,7 +362,11 @@ class LiveSession:
             if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                 self._msg_index += 1
                 wrapper, body = p.parse_client_message(msg.data)
-                await self._on_message(wrapper, body)
+                self._taking_in = True  # no handle mid-message: its state would be half in
+                try:
+                    await self._on_message(wrapper, body)
+                finally:
+                    self._taking_in = False
                 self.consumed_index = self._msg_index
             elif msg.type == WSMsgType.ERROR:
                 break
@@ -504,6 +511,10 @@ class LiveSession:
         t = self._reply_task
         if t is None or t.done():
             return
+        for _ in range(100):  # a reply task not yet begun: let it hear its turn first
+            if self._reply_running or t.done():
+                break
+            await asyncio.sleep(0)
         started = self._reply_started
         pending_calls = [cid for cid, f in self._tool_waiters.items() if not f.done()]
         if self._current is not None and self._current.outcome == "pending":
@@ -518,6 +529,7 @@ class LiveSession:
             await self._send(p.server_content(turn_complete=True))
 
     async def _respond(self, turn: _Turn) -> None:
+        self._reply_running = True
         conv = self.conversation
         conv.turn_count += 1
         n = conv.turn_count
@@ -527,6 +539,7 @@ class LiveSession:
         try:
             await self._answer(turn, n, plan, record)
         finally:
+            self._reply_running = False
             self._finish_record(record)
 
     async def _answer(self, turn: _Turn, n: int, plan: TurnPlan, record: TurnRecord) -> None:
@@ -548,8 +561,8 @@ class LiveSession:
             self.utterances.append(record.audio)
             conv.history.append({"role": "user", "text": user_text, "audio_s": round(secs, 3)})
             prompt_tokens["AUDIO"] = math.ceil(secs * _AUDIO_TOKENS_PER_S)
-            if self.input_transcription:
-                await self._send(p.server_content(input_transcription={"text": user_text}))
+            if self.input_transcription:  # the words were heard, even if the reply is interrupted
+                await asyncio.shield(self._send(p.server_content(input_transcription={"text": user_text})))
         else:
             if turn.source == "text":
                 conv.history.append({"role": "user", "text": user_text, "source": "realtime_input"})
@@ -720,7 +733,7 @@ class LiveSession:
         if not self.resumption_enabled:
             return
         index = self.consumed_index
-        if resumable:
+        if resumable and not self._taking_in:
             state = ResumptionState(
                 conversation=self.conversation.copy(),
                 vad=self._vad.snapshot() if self._vad is not None else None,
@@ -739,7 +752,7 @@ class LiveSession:
         """Transparent sessions: a fresh handle whenever idle and more input was taken in."""
         while True:
             await asyncio.sleep(self.server.resumption_update_interval_s)
-            if self.stalled or self._busy() or self.consumed_index <= self._reported_index:
+            if self.stalled or self._taking_in or self._busy() or self.consumed_index <= self._reported_index:
                 continue
             try:
                 await self._send_resumption_update(resumable=True)
