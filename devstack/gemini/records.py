@@ -53,3 +53,15 @@ class ConversationLog:
     @property
     def cut(self) -> list[TurnRecord]:
         return [t for t in self.turns if t.outcome == "cut"]
+
+    @property
+    def answered_audio(self) -> bytes:
+        """The caller's audio of every turn answered in full, in order (16 kHz PCM)."""
+        return b"".join(t.audio for t in self.answered)
+
+    def summary(self) -> dict:
+        """JSON-able: per turn its number, session, source, transcript, seconds, outcome, fault."""
+        return {"id": self.id, "sessions": self.sessions, "turns": [
+            {"n": t.n, "session": t.session, "source": t.source, "transcript": t.transcript,
+             "audio_s": round(t.audio_s, 3), "reply_audio_s": round(t.reply_audio_s, 3),
+             "outcome": t.outcome, "fault": t.fault} for t in self.turns]}

@@ -7,6 +7,7 @@ import ipaddress
 import json
 import logging
 import re
+import dataclasses
 import itertools
 import tempfile
 import time
@@ -93,6 +94,7 @@ class OfflineGeminiServer:
         self.refused: list[Refusal] = []
         self.handles = HandleStore(handle_ttl_s)
         self.fault_log: list[FaultEvent] = []  # every fault fired: scripted, random, lifetime
+        self.fault_log_path: Path | None = None  # also appended there as JSON lines, when set
         self.conversations: dict[str, ConversationLog] = {}
         self.random: RandomFaults | None = None
         self._conversation_ids = itertools.count(1)
@@ -194,6 +196,27 @@ class OfflineGeminiServer:
     def conversation(self, conversation_id: str) -> ConversationLog:
         """The record of one conversation across its connections (created on first use)."""
         return self.conversations.setdefault(conversation_id, ConversationLog(conversation_id))
+
+    def _fault_fired(self, event: FaultEvent) -> None:
+        self.fault_log.append(event)
+        if self.fault_log_path is not None:
+            with open(self.fault_log_path, "a") as f:
+                f.write(json.dumps(dataclasses.asdict(event)) + "\n")
+
+    async def wait_for_faults(self, n: int = 1, timeout: float = 10.0) -> list[FaultEvent]:
+        """Once at least n faults have fired: the fault log."""
+        async def poll() -> None:
+            while len(self.fault_log) < n:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(poll(), timeout)
+        return self.fault_log
+
+    def summary(self) -> dict:
+        """JSON-able records: faults fired, refusals, and every conversation's turns."""
+        return {"faults": [dataclasses.asdict(e) for e in self.fault_log],
+                "refused": [dataclasses.asdict(r) for r in self.refused],
+                "conversations": [c.summary() for c in self.conversations.values()]}
 
     # ---- random faults ----------------------------------------------------------------
     def random_faults(self, seed: int = 1, mean_interval_s: float = 5.0, kinds: Iterable[str] = KINDS,

@@ -698,7 +698,7 @@ class LiveSession:
         return fault
 
     def _log_fault(self, event: FaultEvent) -> None:
-        self.server.fault_log.append(event)
+        self.server._fault_fired(event)
         log.info("session %d: fault %s during %s (turn %s, %s)", self.index, event.kind, event.during,
                  event.turn, event.source)
 

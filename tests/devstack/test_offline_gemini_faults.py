@@ -10,6 +10,7 @@ lastConsumedClientMessageIndex for transparent sessions, handles that expire.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any, Callable
 
@@ -407,7 +408,8 @@ def test_random_fault_plan_is_reproducible_from_its_seed():
         RandomFaults(kinds=["explode"])
 
 
-async def test_random_faults_fire_across_reconnects_as_planned(server, client):
+async def test_random_faults_fire_across_reconnects_as_planned(server, client, tmp_path):
+    server.fault_log_path = tmp_path / "faults.jsonl"
     random = server.random_faults(seed=3, mean_interval_s=0.2, kinds=("close", "drop"), moments=("after_turn",),
                                   close_codes=(1011, 1000))
     codes: list[int] = []
@@ -426,3 +428,7 @@ async def test_random_faults_fire_across_reconnects_as_planned(server, client):
     assert [(e.kind, e.code) for e in fired] == [(f.kind, f.code if f.kind == "close" else None) for f in planned]
     assert codes == [f.code if f.kind == "close" else 1006 for f in planned]
     assert all(e.during == "after_turn" for e in fired)
+    logged = [json.loads(line) for line in server.fault_log_path.read_text().splitlines()]
+    assert [(e["kind"], e["session"]) for e in logged] == [(e.kind, e.session) for e in server.fault_log]
+    summary = server.summary()
+    assert len(summary["conversations"]) == len(server.sessions) and len(summary["faults"]) == len(logged)
