@@ -230,6 +230,7 @@ class LiveSession:
 
     def unstall(self) -> None:
         self.stalled = False
+        self._fault_kind = None
 
     async def push_message(self, msg: dict) -> None:
         """Send an arbitrary server message (escape hatch for tests)."""
@@ -551,7 +552,6 @@ class LiveSession:
         if plan.stall:  # legacy TurnPlan field
             self.stalled = True
             return
-        await self._send_resumption_update(resumable=False)  # the model is generating
 
         prompt_tokens = {"TEXT": _text_tokens(conv.system_instruction)}
         user_text = record.transcript
@@ -567,6 +567,7 @@ class LiveSession:
             if turn.source == "text":
                 conv.history.append({"role": "user", "text": user_text, "source": "realtime_input"})
             prompt_tokens["TEXT"] += _text_tokens(user_text) + _text_tokens(turn.instructions or "")
+        await self._send_resumption_update(resumable=False)  # the model is generating
 
         reply_text, reply_audio = plan.reply_text, plan.reply_audio
         if plan.tool_calls:
