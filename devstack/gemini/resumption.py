@@ -15,7 +15,8 @@ Validity (Google documents handles as valid for 2 hours after the session's last
 connection ended; the exact rule is not documented): a handle stays valid while its
 connection is open and for `handle_ttl_s` after it ended. An unknown or expired handle
 is refused before setupComplete with close code 1007 (observed in the field for a
-rejected resumption; the reason text is ours).
+rejected resumption; the reason text is ours). To bound memory in long soaks, a
+connection keeps its last `KEEP_PER_SESSION` handles; older ones count as unknown.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .protocol import CLOSE_INVALID, ProtocolError
 if TYPE_CHECKING:
     from .session import Conversation, LiveSession
 
+KEEP_PER_SESSION = 200
 UNKNOWN_HANDLE = "Invalid session resumption handle."
 EXPIRED_HANDLE = "Session resumption handle has expired."
 
@@ -48,11 +50,16 @@ class HandleStore:
     def __init__(self, ttl_s: float) -> None:
         self.ttl_s = ttl_s
         self._states: dict[str, ResumptionState] = {}
+        self._by_session: dict[int, list[str]] = {}
         self.refused: list[tuple[str, str]] = []  # (handle, reason)
 
     def issue(self, state: ResumptionState) -> str:
         handle = f"offline-resume-{uuid.uuid4().hex}"
         self._states[handle] = state
+        self._by_session.setdefault(id(state.session), []).append(handle)
+        older = self._by_session[id(state.session)]
+        while len(older) > KEEP_PER_SESSION:
+            self._states.pop(older.pop(0), None)
         return handle
 
     def expires_at(self, handle: str) -> float | None:
