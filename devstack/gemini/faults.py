@@ -121,14 +121,16 @@ class RandomFaults:
     from `random.Random(seed)` alone, so the same seed plans the same faults in the same
     order (`planned(n)`). Timing follows the traffic: `gap_s` (exponential, mean
     `mean_interval_s`) after the previous fault fired (or after `start`), the next
-    planned fault is armed and fires at the next moment of its kind in any session. A
-    moment the traffic never reaches (e.g. tool_call without tools) holds the plan up:
-    list only the moments your run produces.
+    planned fault is armed and fires at the next moment of its kind in any session. An
+    armed fault whose moment does not come within `patience_s` (default 3 x the mean
+    interval; e.g. a setup while every connection stays up, a tool_call without tools) is
+    skipped (`skipped`) and the next one armed at once, so the faults keep coming.
     """
 
     def __init__(self, seed: int = 1, mean_interval_s: float = 5.0, kinds: Iterable[str] = KINDS,
                  moments: Iterable[str] = ("reply", "after_turn", "setup"), close_codes: Iterable[int] = (1011,),
-                 time_left_s: tuple[float, float] = (1.0, 5.0), max_after_s: float = 2.0) -> None:
+                 time_left_s: tuple[float, float] = (1.0, 5.0), max_after_s: float = 2.0,
+                 patience_s: float | None = None) -> None:
         self.kinds = tuple(kinds)
         self.moments = tuple(moments)
         self.close_codes = tuple(close_codes)
@@ -148,6 +150,8 @@ class RandomFaults:
         self.mean_interval_s = mean_interval_s
         self.time_left_s = time_left_s
         self.max_after_s = max_after_s
+        self.patience_s = 3 * mean_interval_s if patience_s is None else patience_s
+        self.skipped: list[Fault] = []
         self._rng = random.Random(seed)
         self._plan: list[tuple[float, Fault]] = []
         self._next = 0  # index in _plan of the next fault to arm
@@ -187,18 +191,24 @@ class RandomFaults:
 
     @property
     def fired(self) -> int:
-        return self._next
+        return self._next - len(self.skipped)
 
     def take(self, during: str) -> Fault | None:
         """The armed fault if it is due and its moment is `during` (then it is spent)."""
-        if not self.enabled or time.monotonic() < self._due_at:
+        now = time.monotonic()
+        if not self.enabled or now < self._due_at:
             return None
         _, fault = self._planned_at(self._next)
         if fault.during != during:
+            if now - self._due_at > self.patience_s:  # its moment is not coming: the next one
+                self.skipped.append(fault)
+                self._next += 1
+                self._due_at = now
+                return self.take(during)
             return None
         fault.fired += 1
         self._next += 1
-        self._due_at = time.monotonic() + self._planned_at(self._next)[0]
+        self._due_at = now + self._planned_at(self._next)[0]
         return fault
 
 

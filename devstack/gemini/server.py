@@ -221,13 +221,15 @@ class OfflineGeminiServer:
     # ---- random faults ----------------------------------------------------------------
     def random_faults(self, seed: int = 1, mean_interval_s: float = 5.0, kinds: Iterable[str] = KINDS,
                       moments: Iterable[str] = ("reply", "after_turn", "setup"), close_codes: Iterable[int] = (1011,),
-                      time_left_s: tuple[float, float] = (1.0, 5.0), max_after_s: float = 2.0) -> RandomFaults:
+                      time_left_s: tuple[float, float] = (1.0, 5.0), max_after_s: float = 2.0,
+                      patience_s: float | None = None) -> RandomFaults:
         """Inject faults of `kinds` at random `moments` across all sessions (faults.RandomFaults).
 
         Every fault fired lands in `fault_log` with source "random". Stop with
         `server.random.stop()` or `server.random = None`."""
         self.random = RandomFaults(seed=seed, mean_interval_s=mean_interval_s, kinds=kinds, moments=moments,
-                                   close_codes=close_codes, time_left_s=time_left_s, max_after_s=max_after_s)
+                                   close_codes=close_codes, time_left_s=time_left_s, max_after_s=max_after_s,
+                                   patience_s=patience_s)
         self.random.start()
         return self.random
 
