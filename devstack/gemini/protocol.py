@@ -196,8 +196,16 @@ def go_away(time_left: str) -> dict:
     return {"goAway": {"timeLeft": time_left}}
 
 
-def session_resumption_update(handle: str, resumable: bool = True) -> dict:
-    return {"sessionResumptionUpdate": {"newHandle": handle, "resumable": resumable}}
+def session_resumption_update(handle: str | None, resumable: bool = True,
+                              last_consumed_index: int | None = None) -> dict:
+    """A handle (resumable) or `resumable: false` with no handle (mid-reply, mid-tool-call).
+
+    lastConsumedClientMessageIndex is an int64, which proto3 JSON writes as a string."""
+    body: dict[str, Any] = {"newHandle": handle} if resumable and handle else {}
+    body["resumable"] = bool(resumable and handle)
+    if last_consumed_index is not None:
+        body["lastConsumedClientMessageIndex"] = str(last_consumed_index)
+    return {"sessionResumptionUpdate": body}
 
 
 def usage_metadata(prompt: dict[str, int], response: dict[str, int]) -> dict:

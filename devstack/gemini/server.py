@@ -7,17 +7,22 @@ import ipaddress
 import json
 import logging
 import re
+import dataclasses
+import itertools
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 from aiohttp import web
 
 from . import tls
+from .faults import KINDS, FaultEvent, RandomFaults
+from .records import ConversationLog
+from .resumption import HandleStore
 from .script import Script
-from .session import Conversation, LiveSession
+from .session import LiveSession
 
 log = logging.getLogger("devstack.gemini")
 
@@ -26,6 +31,12 @@ log = logging.getLogger("devstack.gemini")
 _PATH_RE = re.compile(
     r"(?:/[^/]+)*/+ws/google\.ai\.generativelanguage\.(?P<version>[A-Za-z0-9_]+)"
     r"\.GenerativeService\.(?P<method>BidiGenerateContent(?:Constrained)?)"
+)
+# Vertex AI (express mode: an API key, `genai.Client(vertexai=True, api_key=...)`), the
+# only mode in which google-genai lets a client ask for transparent resumption.
+_VERTEX_PATH_RE = re.compile(
+    r"(?:/[^/]+)*/+ws/google\.cloud\.aiplatform\.(?P<version>[A-Za-z0-9_]+)"
+    r"\.LlmBidiService/(?P<method>BidiGenerateContent)"
 )
 
 DEFAULT_API_KEY = "offline-gemini-test-key"
@@ -44,12 +55,22 @@ def _error_body(status: int, message: str, code: str) -> str:
 
 
 class OfflineGeminiServer:
-    """In-process Gemini Live stand-in. Use as `async with OfflineGeminiServer(...) as s`."""
+    """In-process Gemini Live stand-in. Use as `async with OfflineGeminiServer(...) as s`.
+
+    Connection lifetime like the service's (about 10 minutes there; None here: unlimited):
+    `connection_lifetime_s` after setupComplete the server closes the connection
+    (`deadline_close`), announced by goAway{timeLeft} `go_away_lead_s` before.
+    Resumption handles stay valid `handle_ttl_s` after their connection ended (2 h
+    documented); transparent sessions get a fresh handle every
+    `resumption_update_interval_s` while idle. All are plain attributes, read when used.
+    """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, cert_dir: str | Path | None = None,
                  cert_path: str | Path | None = None, ca_bundle_path: str | Path | None = None,
                  api_key: str = DEFAULT_API_KEY, accepted_keys: set[str] | None = None,
-                 extra_models: set[str] | None = None, chunk_ms: int = 40, lead_ms: int = 120) -> None:
+                 extra_models: set[str] | None = None, chunk_ms: int = 40, lead_ms: int = 120,
+                 connection_lifetime_s: float | None = None, go_away_lead_s: float = 10.0,
+                 handle_ttl_s: float = 7200.0, resumption_update_interval_s: float = 1.0) -> None:
         self.host = host
         self.port = port
         base = Path(cert_dir) if cert_dir else Path(tempfile.mkdtemp(prefix="offline-gemini-"))
@@ -62,10 +83,21 @@ class OfflineGeminiServer:
         self.extra_models: set[str] = set(extra_models or ())
         self.chunk_ms = chunk_ms  # audio per outgoing inlineData message
         self.lead_ms = lead_ms  # how far ahead of real time replies may run
+        self.connection_lifetime_s = connection_lifetime_s
+        self.go_away_lead_s = go_away_lead_s
+        self.resumption_update_interval_s = resumption_update_interval_s
+        # how the server closes a connection at a goAway's deadline (the Vertex AI
+        # troubleshooting page lists 1000 or 1006 for a connection that timed out)
+        self.deadline_close: tuple[int, str] = (1000, "Session is going away.")
         self.script = Script()
         self.sessions: list[LiveSession] = []
         self.refused: list[Refusal] = []
-        self._handles: dict[str, Conversation] = {}
+        self.handles = HandleStore(handle_ttl_s)
+        self.fault_log: list[FaultEvent] = []  # every fault fired: scripted, random, lifetime
+        self.fault_log_path: Path | None = None  # also appended there as JSON lines, when set
+        self.conversations: dict[str, ConversationLog] = {}
+        self.random: RandomFaults | None = None
+        self._conversation_ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self._sessions_changed: asyncio.Condition | None = None
 
@@ -149,19 +181,61 @@ class OfflineGeminiServer:
         for s in self.active_sessions:
             await s.close(code, reason)
 
-    # ---- resumption -----------------------------------------------------------------
-    def _issue_handle(self, conv: Conversation) -> str:
-        handle = f"offline-resume-{uuid.uuid4().hex}"
-        self._handles[handle] = conv.copy()
-        return handle
+    # ---- resumption and conversations ------------------------------------------------
+    @property
+    def handle_ttl_s(self) -> float:
+        return self.handles.ttl_s
 
-    def _resume(self, handle: str) -> Conversation | None:
-        conv = self._handles.get(handle)
-        return conv.copy() if conv else None
+    @handle_ttl_s.setter
+    def handle_ttl_s(self, value: float) -> None:
+        self.handles.ttl_s = value
+
+    def _new_conversation_id(self) -> str:
+        return f"conv-{next(self._conversation_ids)}"
+
+    def conversation(self, conversation_id: str) -> ConversationLog:
+        """The record of one conversation across its connections (created on first use)."""
+        return self.conversations.setdefault(conversation_id, ConversationLog(conversation_id))
+
+    def _fault_fired(self, event: FaultEvent) -> None:
+        self.fault_log.append(event)
+        if self.fault_log_path is not None:
+            with open(self.fault_log_path, "a") as f:
+                f.write(json.dumps(dataclasses.asdict(event)) + "\n")
+
+    async def wait_for_faults(self, n: int = 1, timeout: float = 10.0) -> list[FaultEvent]:
+        """Once at least n faults have fired: the fault log."""
+        async def poll() -> None:
+            while len(self.fault_log) < n:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(poll(), timeout)
+        return self.fault_log
+
+    def summary(self) -> dict:
+        """JSON-able records: faults fired, refusals, and every conversation's turns."""
+        return {"faults": [dataclasses.asdict(e) for e in self.fault_log],
+                "refused": [dataclasses.asdict(r) for r in self.refused],
+                "conversations": [c.summary() for c in self.conversations.values()]}
+
+    # ---- random faults ----------------------------------------------------------------
+    def random_faults(self, seed: int = 1, mean_interval_s: float = 5.0, kinds: Iterable[str] = KINDS,
+                      moments: Iterable[str] = ("reply", "after_turn", "setup"), close_codes: Iterable[int] = (1011,),
+                      time_left_s: tuple[float, float] = (1.0, 5.0), max_after_s: float = 2.0,
+                      patience_s: float | None = None) -> RandomFaults:
+        """Inject faults of `kinds` at random `moments` across all sessions (faults.RandomFaults).
+
+        Every fault fired lands in `fault_log` with source "random". Stop with
+        `server.random.stop()` or `server.random = None`."""
+        self.random = RandomFaults(seed=seed, mean_interval_s=mean_interval_s, kinds=kinds, moments=moments,
+                                   close_codes=close_codes, time_left_s=time_left_s, max_after_s=max_after_s,
+                                   patience_s=patience_s)
+        self.random.start()
+        return self.random
 
     # ---- HTTP -----------------------------------------------------------------------
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        m = _PATH_RE.fullmatch(request.path)
+        m = _PATH_RE.fullmatch(request.path) or _VERTEX_PATH_RE.fullmatch(request.path)
         if not m:
             return web.Response(status=404, content_type="application/json",
                                 text=_error_body(404, f"Method not found: {request.path}", "NOT_FOUND"))

@@ -9,6 +9,7 @@ Mirrors the knobs of `realtimeInputConfig.automaticActivityDetection`:
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,7 +57,13 @@ class VadEvent:
     utterance: np.ndarray | None = None  # float samples at 16 kHz, on "end"
 
 
+_STATE = ("_pending", "_history", "_utt", "_voiced_run", "_silent_run", "_last_voiced_len", "in_speech")
+
+
 class EnergyVad:
+    """Judges turns by audio time: every decision counts 20 ms frames of samples, never
+    the wall clock, so audio replayed in a burst is cut into the same turns as live."""
+
     def __init__(self, config: VadConfig) -> None:
         self.config = config
         self._pending = np.zeros(0, dtype=np.float32)
@@ -108,6 +115,14 @@ class EnergyVad:
             if self._silent_run >= silence_frames or too_long:
                 events.append(VadEvent("end", self._finish()))
         return events
+
+    def snapshot(self) -> dict:
+        """The detector's state (audio held back, a turn in progress), for a resumption handle."""
+        return copy.deepcopy({k: getattr(self, k) for k in _STATE})
+
+    def restore(self, state: dict) -> None:
+        for k, v in copy.deepcopy(state).items():
+            setattr(self, k, v)
 
     def flush(self) -> VadEvent | None:
         """End a turn in progress (audioStreamEnd)."""

@@ -613,7 +613,9 @@ async def test_resumption_restores_the_conversation(server, client, speech):
     config = dict(TEXT_CONFIG, session_resumption={})
     async with client.aio.live.connect(model=MODEL, config=config) as session:
         await session.send_realtime_input(text="Remember the number 42")
-        msgs = await receive_until(session, lambda m: m.session_resumption_update is not None)
+        # resumable: false while the model answers, then a handle once the turn is over
+        msgs = await receive_until(session, lambda m: bool(m.session_resumption_update and m.session_resumption_update.resumable))
+    assert [m.session_resumption_update.resumable for m in msgs if m.session_resumption_update] == [False, True]
     update = msgs[-1].session_resumption_update
     assert update.resumable and update.new_handle
 
