@@ -160,6 +160,10 @@ async def inject(server: OfflineGeminiServer, calls: list[Call], count: int, rng
             server.script.stall_setup = False
 
 
+def _ms(seconds: float) -> str:
+    return "n/a" if seconds != seconds else str(round(seconds * 1000))
+
+
 def report(variant: str, calls: list[Call]) -> dict:
     turns = [t for c in calls for t in c.turns]
     normal = [t.latency for t in turns if t.latency is not None and not t.after_fault]
@@ -171,8 +175,9 @@ def report(variant: str, calls: list[Call]) -> dict:
         "never answered in full": sum(not t.answered for t in turns),
         "replies cut": sum(t.cut_before for t in turns),
         "caller audio lost (s)": round(sum(t.question_s for t in turns if not t.answered), 1),
-        "extra delay after a fault p50 (ms)": round(pct(extra, 50) * 1000),
-        "extra delay after a fault p95 (ms)": round(pct(extra, 95) * 1000),
+        "extra delay after a fault p50 (ms)": _ms(pct(extra, 50)),
+        "extra delay after a fault p95 (ms)": _ms(pct(extra, 95)),
+        "replies after a fault": len(extra),
     }
 
 
