@@ -185,3 +185,17 @@ def test_worker_job_executor_and_memory_limits(monkeypatch):
     with pytest.raises(SettingsError) as e:
         load_settings()
     assert "worker.job_executor = 'fork'" in str(e.value) and "'process' or 'thread'" in str(e.value)
+
+
+def test_connection_bounds_are_checked_with_the_key_named(monkeypatch, product_settings):
+    monkeypatch.setenv("AGENT_CONNECTION__RECONNECT_WITHIN_S", "0")
+    with pytest.raises(SettingsError) as e:
+        load_settings()
+    assert "connection.reconnect_within_s = '0' (from AGENT_CONNECTION__RECONNECT_WITHIN_S)" in str(e.value)
+
+
+def test_the_apology_audio_ships_and_plays_for_seconds(product_settings):
+    from agents.call_failure import load_apology
+
+    frame = load_apology(product_settings().connection)
+    assert frame is not None and frame.duration > 3.0
