@@ -114,6 +114,22 @@ async def test_a_setup_never_answered_is_noticed_and_recovered(conversation, gem
     assert [f.cause for f in rt_session(conv).faults] == ["close_1011", "stall"]
 
 
+async def test_a_connection_that_stops_listening_between_turns_is_noticed_when_the_caller_speaks(
+        conversation, gemini, speech):
+    """An open, silent connection: the caller's next question meets no transcript and no
+    reply; that is noticed `stall_timeout_s` after the caller stops, and the question is
+    answered on a new connection."""
+    gemini.script.fault(turn=1, during="after_turn", kind="stall")
+    conv = await conversation(connection__stall_timeout_s="2")
+    conv.mic.say(speech("First question.", RATE))
+    await conv.speaker.wait_for_segments(1)
+    question = speech(QUESTION, RATE)
+    conv.mic.say(question)
+    [_, answer] = await conv.speaker.wait_for_segments(2, timeout=30)
+    assert_whole_echo(answer, question, RATE)
+    assert [f.cause for f in rt_session(conv).faults] == ["stall"]
+
+
 async def test_gemini_gone_for_good_fails_the_call_with_the_reason(conversation, gemini):
     conv = await conversation(connection__setup_timeout_s="0.5", connection__reconnect_within_s="2")
     first = await gemini.wait_for_session(1)

@@ -9,8 +9,8 @@ connection, refuse a reconnect, or stop answering. The caller must notice none o
   `go_away_margin_s` before the deadline, whichever comes first — the connection is
   rotated: closed and opened again with the latest resumption handle.
 - Any loss (close 1011/1006/1000, a reset, a refused upgrade, a setup that is never
-  answered within `setup_timeout_s`, a reply or awaited answer silent for
-  `stall_timeout_s`): reconnect with backoff for up to `reconnect_within_s`.
+  answered within `setup_timeout_s`, a reply, an awaited answer or the transcript of the
+  caller's words silent for `stall_timeout_s`): reconnect with backoff for up to `reconnect_within_s`.
 - Nothing is lost across either. Every message that matters (caller audio, push-to-talk
   markers, requests for a reply) is kept in a `ReplayLog` until a resumption handle covers
   it; on the new connection the log is sent again first, then what was queued while the
@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from google.genai import types
 from livekit.plugins.google.realtime import realtime_api
 
@@ -90,6 +91,10 @@ class ConnectionPolicy:
 _SEND_METHODS = ("send_realtime_input", "send_client_content", "send_tool_response")
 # Backoff between reconnect attempts; the last value repeats.
 BACKOFF_S = (0.0, 0.2, 0.5, 1.0, 2.0)
+# int16 peak that counts as the caller speaking (about -45 dBFS, quieter than speech)
+VOICE_PEAK = 200
+# this much of the caller's voice with nothing back at all is worth an answer or a transcript
+SPOKEN_TO_S = 0.5
 # A connection that lived this long, or delivered a message, ends an outage.
 HEALTHY_AFTER_S = 2.0
 
@@ -106,6 +111,11 @@ class ResilientSession(realtime_api.RealtimeSession):
         self._conn_started = 0.0
         self._last_recv = time.monotonic()
         self._last_reply_request = 0.0
+        self._last_voice_sent = 0.0
+        self._voiced_since_recv = 0.0
+        # the service transcribes what it hears: a caller's words met by total silence
+        # mean it stopped listening (without transcription, silence may be a choice)
+        self._transcribes_input = self._opts.input_audio_transcription is not None
         self._got_message = False
         self._handle_at = 0.0
         self._reply_ended_at = 0.0
@@ -222,7 +232,10 @@ class ResilientSession(realtime_api.RealtimeSession):
             await send(**kwargs)
             self._sent_on_conn += 1
             self._replay.record(self._sent_on_conn, method, kwargs)
-            if method == "send_tool_response":
+            if method == "send_realtime_input" and (voiced := self._voiced_s(kwargs.get("audio"))):
+                self._last_voice_sent = time.monotonic()
+                self._voiced_since_recv += voiced
+            elif method == "send_tool_response":
                 for resp in kwargs.get("function_responses") or []:
                     self._awaiting_tools.discard(getattr(resp, "id", None) or "")
             elif (method == "send_client_content" and kwargs.get("turn_complete", True) is not False) \
@@ -230,6 +243,14 @@ class ResilientSession(realtime_api.RealtimeSession):
                 self._last_reply_request = time.monotonic()
 
         return logged_send
+
+    def _voiced_s(self, audio: Any) -> float:
+        """Seconds of the caller's voice in an audio chunk (0 for silence)."""
+        data = getattr(audio, "data", None)
+        if not data or not self._transcribes_input:
+            return 0.0
+        pcm = np.frombuffer(data, dtype=np.int16)
+        return len(pcm) / 16000 if len(pcm) and int(np.abs(pcm[::4]).max()) >= VOICE_PEAK else 0.0
 
     def _mark_restart_needed(self, on_error: bool = False) -> None:
         # The plugin drops what is still queued when a connection ends; put it at the head of
@@ -256,6 +277,7 @@ class ResilientSession(realtime_api.RealtimeSession):
 
     def _observe(self, message: types.LiveServerMessage) -> None:
         self._last_recv = time.monotonic()
+        self._voiced_since_recv = 0.0
         self._got_message = True
         update = message.session_resumption_update
         if update and update.resumable and update.new_handle:
@@ -321,13 +343,17 @@ class ResilientSession(realtime_api.RealtimeSession):
             replying = gen is not None and not gen._done
             requested = (self._pending_generation_fut is not None and not self._pending_generation_fut.done()) \
                 or self._last_reply_request > self._last_recv
-            if self._awaiting_tools or not (replying or requested):  # a tool running is on us
+            spoken_to = self._voiced_since_recv >= SPOKEN_TO_S
+            if self._awaiting_tools or not (replying or requested or spoken_to):  # a tool running is on us
                 continue
-            silent = time.monotonic() - max(self._last_recv, self._last_reply_request if requested else 0.0)
+            since = max(self._last_recv, self._last_reply_request if requested else 0.0,
+                        self._last_voice_sent if spoken_to and not (replying or requested) else 0.0)
+            silent = time.monotonic() - since
             if silent > stall_s:
                 logger.warning("Gemini stalled: nothing received for %.1f s while a reply was due", silent)
                 self._session_error = GeminiStalled(
-                    f"no message for {silent:.1f} s while a reply was due (connection.stall_timeout_s)")
+                    f"no message for {silent:.1f} s while a reply or a transcript was due "
+                    "(connection.stall_timeout_s)")
                 self._mark_restart_needed(on_error=True)
 
     async def aclose(self) -> None:

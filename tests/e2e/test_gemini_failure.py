@@ -12,6 +12,7 @@ from livekit import rtc
 
 from agents.settings import load_settings
 
+from ..support.audio import resample, speech_similarity, trim_silence
 from ..support.caller import RATE
 from .conftest import HEADSET_AGENT_ENV
 
@@ -44,6 +45,11 @@ def collect_chat(caller) -> list[str]:
 
     caller.room.register_text_stream_handler("lk.chat", on_chat)
     return messages
+
+
+def sounds_like(heard, said) -> float:
+    return speech_similarity(trim_silence(resample(heard, RATE, 16000), 16000),
+                             trim_silence(resample(said, RATE, 16000), 16000), 16000)
 
 
 def loud_seconds(caller, since: float) -> float:
@@ -89,3 +95,24 @@ async def test_an_unknown_model_is_told_to_the_browser_caller_who_sees_the_agent
         assert "close_1008" in log and "gemini-no-such-model" in log
     finally:
         await w.stop()
+
+
+async def test_in_a_room_a_go_away_and_a_1011_mid_reply_leave_every_answer_whole(worker, stack, join, speech):
+    """Through a real worker and WebRTC: the caller hears each whole answer, once."""
+    stack.gemini.script.fault(turn=1, during="reply", kind="go_away", after_s=0.8, time_left="5s")
+    stack.gemini.script.fault(turn=2, during="reply", kind="close", after_s=0.8, code=1011)
+    try:
+        caller = await join(agent_name=AGENT)
+        await caller.wait_agent()
+        for n, text in enumerate(["Tell me about the weather tomorrow in Seoul and in Busan.",
+                                  "And what about the trains between the two cities?"]):
+            question = speech(text)
+            caller.say(question)
+            spoken = await caller.wait_spoken()
+            # the whole answer: after a fault mid-reply the question is answered again in full
+            heard = await caller.wait_reply(spoken, quiet_s=3.0, timeout=40)
+            tail = heard[-int(len(question) * 1.1):]
+            assert sounds_like(tail, question) >= 0.8, f"answer {n + 1} was not whole"
+        assert [e.kind for e in stack.gemini.fault_log][-2:] == ["go_away", "close"]
+    finally:
+        stack.gemini.script.reset()
