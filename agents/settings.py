@@ -9,6 +9,7 @@ the Google plugin read them from the environment themselves, and nothing here lo
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import typing
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from livekit.plugins.google.realtime.api_proto import Voice
+
+from . import catalogue
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 from pydantic_settings import (
@@ -34,11 +37,6 @@ ENV_DELIMITER = "__"
 
 VOICES: tuple[str, ...] = typing.get_args(Voice)
 
-# Half-cascade models: native audio in, text-to-speech out. Better tool use, but none of
-# the native-audio features (affective dialog, proactive audio, thinking).
-HALF_CASCADE_MODELS = frozenset(
-    {"gemini-live-2.5-flash-preview", "gemini-2.0-flash-live-001", "gemini-live-2.5-flash"}
-)
 DEFAULT_MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
 
 
@@ -49,7 +47,9 @@ class _Section(BaseModel):
 
 class ThinkingSettings(_Section):
     enabled: bool = False
+    # Gemini 2.5 models take a token budget, Gemini 3 models a level (config/models.yaml)
     budget_tokens: int | None = Field(default=None, ge=0, le=32768)
+    level: Literal["minimal", "low", "medium", "high"] | None = None
     include_thoughts: bool = False
 
 
@@ -110,26 +110,8 @@ class ModelSettings(_Section):
 
     @property
     def is_half_cascade(self) -> bool:
-        return self.name in HALF_CASCADE_MODELS
-
-    @model_validator(mode="after")
-    def _native_audio_features(self) -> ModelSettings:
-        if self.is_half_cascade:
-            wanted = [
-                key
-                for key, on in (
-                    ("affective_dialog", self.affective_dialog),
-                    ("proactive_audio", self.proactive_audio),
-                    ("thinking.enabled", self.thinking.enabled),
-                )
-                if on
-            ]
-            if wanted:
-                raise ValueError(
-                    f"{', '.join(wanted)} need a native-audio model; {self.name!r} is a "
-                    "half-cascade model"
-                )
-        return self
+        f = catalogue.features_for(self.name)
+        return f is not None and f.is_half_cascade
 
 
 class TurnDetectionSettings(_Section):
@@ -327,11 +309,31 @@ def load_settings(config_file: str | os.PathLike[str] | None = None) -> Settings
     try:
         settings = cls()
         settings.instructions()  # fail at start-up, not at the first call
+        _check_model(settings, path)
     except ValidationError as e:
         raise SettingsError(_describe(e, path)) from None
+    except catalogue.CatalogueError as e:
+        raise SettingsError(str(e)) from None
     except (ValueError, TypeError, yaml.YAMLError) as e:  # malformed YAML and the like
         raise SettingsError(f"config file {path}: {e}") from None
     return settings
+
+
+def _source(loc: list[str], path: Path) -> str:
+    env_key = ENV_PREFIX + ENV_DELIMITER.join(loc).upper()
+    return f"from {env_key}" if env_key in os.environ else f"in {path.name}"
+
+
+def _check_model(settings: Settings, path: Path) -> None:
+    """What the chosen model lacks (config/models.yaml) stops start-up; an unknown model
+    only gets a warning."""
+    refused = catalogue.refusals(settings.model)
+    if refused:
+        raise SettingsError("invalid settings: " + "; ".join(
+            f"{r.key} = {r.value!r} ({_source(r.key.split('.'), path)}): {r.reason}" for r in refused
+        ))
+    for warning in catalogue.warnings(settings.model):
+        logging.getLogger("gemini-agent").warning(warning)
 
 
 def _describe(error: ValidationError, path: Path) -> str:
@@ -339,8 +341,7 @@ def _describe(error: ValidationError, path: Path) -> str:
     for err in error.errors():
         loc = [str(p) for p in err["loc"]]
         key = ".".join(loc) or "(top level)"
-        env_key = ENV_PREFIX + ENV_DELIMITER.join(loc).upper()
-        source = f"from {env_key}" if env_key in os.environ else f"in {path.name}"
+        source = _source(loc, path)
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             lines.append(f"unknown setting {key} ({source})")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 from aiohttp import WSMsgType, web
 
+from . import catalogue
 from . import protocol as p
 from .audio import INPUT_RATE, OUTPUT_RATE, duration_s, float_to_pcm, pcm_rate, pcm_to_float, resample, resample_pcm, synth_speech
 from .models import known_models
@@ -234,6 +235,7 @@ class LiveSession:
                 f"models/{name} is not found for API version {self.api_version}, or is not supported "
                 "for bidiGenerateContent. Call ListModels to see the list of available models.",
             )
+        catalogue.check_setup(name, body, self.api_version)  # what this model lacks, refused as the service does
         sr = body.get("session_resumption")
         self.resumption_enabled = sr is not None
         handle = (sr or {}).get("handle")
