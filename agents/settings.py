@@ -250,6 +250,15 @@ class WebSettings(_Section):
         return v
 
 
+class DirectSettings(_Section):
+    # Client-to-server mode: the web server mints Gemini ephemeral tokens (agents/web/
+    # gemini_token.py) so a browser talks to the Live API itself; the API key stays here.
+    enabled: bool = False
+    token_uses: int = Field(default=1, ge=1, le=10)  # sessions one token may open
+    token_ttl_s: int = Field(default=600, ge=30, le=72000)  # the token and its sessions expire
+    new_session_s: int = Field(default=60, ge=10, le=3600)  # time to open the session with it
+
+
 class Settings(BaseSettings):
     """Everything that shapes the agent, validated before any connection is made."""
 
@@ -270,6 +279,7 @@ class Settings(BaseSettings):
     latency: LatencySettings = LatencySettings()
     worker: WorkerSettings = WorkerSettings()
     web: WebSettings = WebSettings()
+    direct: DirectSettings = DirectSettings()
 
     @classmethod
     def settings_customise_sources(

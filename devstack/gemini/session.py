@@ -223,6 +223,8 @@ class LiveSession:
         self._record(wrapper, body)
         if wrapper != "setup":
             raise p.ProtocolError(p.CLOSE_INVALID, "The first message must be a setup message.")
+        if self.constrained:  # an ephemeral token's locked fields (auth_tokens.py)
+            body = self.server.tokens.constrain(self.token, body)
         self.setup = body
         model = str(body.get("model") or "")
         if not model:
