@@ -9,6 +9,7 @@ the Google plugin read them from the environment themselves, and nothing here lo
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import re
@@ -127,8 +128,22 @@ class TurnDetectionSettings(_Section):
 
 class VideoSettings(_Section):
     enabled: bool = False
-    # Gemini Live takes at most about 1 frame per second of video.
+    # Gemini Live takes at most about 1 frame per second of video: `fps` while the person
+    # speaks, `silent_fps` otherwise (the framework's adaptive rate; equal = a fixed rate)
     fps: float = Field(default=1.0, gt=0.0, le=2.0)
+    silent_fps: float = Field(default=0.3, ge=0.0, le=2.0)
+    # the track sent when the person shares both (agents/video.py)
+    prefer: Literal["screen_share", "camera"] = "screen_share"
+    # Gemini's media resolution for images (tokens per frame); null = Gemini's default
+    media_resolution: Literal["low", "medium", "high"] | None = None
+
+    @field_validator("silent_fps")
+    @classmethod
+    def _silent_not_faster(cls, v: float, info: ValidationInfo) -> float:
+        fps = info.data.get("fps")
+        if fps is not None and v > fps:
+            raise ValueError(f"must not exceed fps ({fps:g}): the rate while the person is silent")
+        return v
 
 
 class AudioSettings(_Section):
@@ -250,6 +265,33 @@ class WebSettings(_Section):
         return v
 
 
+NoiseSuppressor = Literal["off", "webrtc", "livekit_nc", "livekit_bvc", "livekit_bvc_telephony"]
+
+
+class NoiseSettings(_Section):
+    # Noise suppression on the caller's audio, per kind of caller (agents/noise.py):
+    # webrtc = WebRTC's suppressor (livekit-rtc, runs anywhere); livekit_* = LiveKit
+    # Cloud's noise cancellation (livekit-plugins-noise-cancellation, LiveKit Cloud only).
+    browser: NoiseSuppressor = "webrtc"
+    phone: NoiseSuppressor = "off"
+    sdk: NoiseSuppressor = "off"
+
+    @field_validator("browser", "phone", "sdk", mode="before")
+    @classmethod
+    def _unquoted_off(cls, v: object) -> object:
+        return "off" if v is False else v  # YAML reads a bare `off` as false
+
+    @field_validator("browser", "phone", "sdk")
+    @classmethod
+    def _cloud_plugin_installed(cls, v: str) -> str:
+        if v.startswith("livekit_") and importlib.util.find_spec("livekit.plugins.noise_cancellation") is None:
+            raise ValueError(
+                "needs LiveKit Cloud's plugin: pip install livekit-plugins-noise-cancellation "
+                "(and a LiveKit Cloud project); or use webrtc, which runs anywhere"
+            )
+        return v
+
+
 class DirectSettings(_Section):
     # Client-to-server mode: the web server mints Gemini ephemeral tokens (agents/web/
     # gemini_token.py) so a browser talks to the Live API itself; the API key stays here.
@@ -280,6 +322,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     web: WebSettings = WebSettings()
     direct: DirectSettings = DirectSettings()
+    noise: NoiseSettings = NoiseSettings()
 
     @classmethod
     def settings_customise_sources(
