@@ -51,6 +51,11 @@ class ThinkingSettings(_Section):
     # Gemini 2.5 models take a token budget, Gemini 3 models a level (config/models.yaml)
     budget_tokens: int | None = Field(default=None, ge=0, le=32768)
     level: Literal["minimal", "low", "medium", "high"] | None = None
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _unset(cls, v: object) -> object:
+        return None if isinstance(v, str) and v.strip().lower() in ("", "null", "none") else v
     include_thoughts: bool = False
 
 
@@ -136,6 +141,11 @@ class VideoSettings(_Section):
     prefer: Literal["screen_share", "camera"] = "screen_share"
     # Gemini's media resolution for images (tokens per frame); null = Gemini's default
     media_resolution: Literal["low", "medium", "high"] | None = None
+
+    @field_validator("media_resolution", mode="before")
+    @classmethod
+    def _unset(cls, v: object) -> object:
+        return None if isinstance(v, str) and v.strip().lower() in ("", "null", "none") else v
 
     @field_validator("silent_fps")
     @classmethod
