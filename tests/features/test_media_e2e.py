@@ -212,7 +212,7 @@ def noisy(speech, tmp_path_factory):
     return placed[:n], mixed, lead
 
 
-LEAD_S = 6.0
+LEAD_S = 5.0
 
 
 def levels_at_model(received: np.ndarray, placed: np.ndarray, lead: int) -> tuple[float, float]:
