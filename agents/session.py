@@ -14,9 +14,8 @@ import time
 
 from livekit import rtc
 from livekit.agents import AgentSession, JobContext, llm, room_io
-from livekit.agents.voice.agent_session import VoiceActivityVideoSampler
 
-from . import audio_path, push_to_talk
+from . import audio_path, noise, push_to_talk, video
 from .assistant import Assistant
 from .call_failure import end_call_when_gemini_fails
 from .gemini import GeminiRealtimeModel, build_realtime_model
@@ -33,9 +32,9 @@ def room_options(settings: Settings, participant: rtc.RemoteParticipant) -> room
     return room_io.RoomOptions(
         participant_identity=participant.identity,
         # latency.*: 16 kHz / 10 ms input frames by default (see agents/audio_path.py)
-        audio_input=audio_path.audio_input_options(
+        audio_input=noise.with_noise_suppression(audio_path.audio_input_options(
             settings.latency, auto_gain_control=settings.audio.auto_gain_control
-        ),
+        ), settings.noise),
         video_input=settings.video.enabled,
         text_input=True,
         # the low-latency output is ours (run_session sets it); RoomIO builds the default one
@@ -57,15 +56,12 @@ def echo_warmup(settings: Settings, participant: rtc.RemoteParticipant | None) -
 def build_session(
     settings: Settings, *, echo_warmup_s: float | None, model: GeminiRealtimeModel | None = None
 ) -> AgentSession:
-    fps = settings.video.fps
     manual = settings.turn_detection.mode == "manual"
     return AgentSession(
         llm=model if model is not None else build_realtime_model(settings, settings.instructions()),
         # Gemini detects speech itself: no local VAD model to load or run.
         vad=None,
-        video_sampler=VoiceActivityVideoSampler(speaking_fps=fps, silent_fps=fps)
-        if settings.video.enabled
-        else None,
+        video_sampler=video.build_video_sampler(settings.video),  # faster while the person speaks
         aec_warmup_duration=echo_warmup_s,
         turn_handling={
             # turns come from Gemini's own activity detection, or the caller's button
@@ -202,6 +198,7 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
         ctx, session, session.current_agent.realtime_llm_session.failure, settings.connection,
         hang_up_room=is_phone_call))
     ctx.add_shutdown_callback(lambda: _cancel(failure))
+    video.attach(session, ctx.room, settings.video)  # screen share first; the person's speech paces frames
     follow_participants(session, ctx.room)
     if settings.turn_detection.mode == "manual":
         await push_to_talk.enable(session, ctx.room)

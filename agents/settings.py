@@ -9,6 +9,8 @@ the Google plugin read them from the environment themselves, and nothing here lo
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import os
 import re
 import typing
@@ -18,6 +20,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from livekit.plugins.google.realtime.api_proto import Voice
+
+from . import catalogue
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 from pydantic_settings import (
@@ -34,11 +38,6 @@ ENV_DELIMITER = "__"
 
 VOICES: tuple[str, ...] = typing.get_args(Voice)
 
-# Half-cascade models: native audio in, text-to-speech out. Better tool use, but none of
-# the native-audio features (affective dialog, proactive audio, thinking).
-HALF_CASCADE_MODELS = frozenset(
-    {"gemini-live-2.5-flash-preview", "gemini-2.0-flash-live-001", "gemini-live-2.5-flash"}
-)
 DEFAULT_MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
 
 
@@ -49,7 +48,14 @@ class _Section(BaseModel):
 
 class ThinkingSettings(_Section):
     enabled: bool = False
+    # Gemini 2.5 models take a token budget, Gemini 3 models a level (config/models.yaml)
     budget_tokens: int | None = Field(default=None, ge=0, le=32768)
+    level: Literal["minimal", "low", "medium", "high"] | None = None
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _unset(cls, v: object) -> object:
+        return None if isinstance(v, str) and v.strip().lower() in ("", "null", "none") else v
     include_thoughts: bool = False
 
 
@@ -110,26 +116,8 @@ class ModelSettings(_Section):
 
     @property
     def is_half_cascade(self) -> bool:
-        return self.name in HALF_CASCADE_MODELS
-
-    @model_validator(mode="after")
-    def _native_audio_features(self) -> ModelSettings:
-        if self.is_half_cascade:
-            wanted = [
-                key
-                for key, on in (
-                    ("affective_dialog", self.affective_dialog),
-                    ("proactive_audio", self.proactive_audio),
-                    ("thinking.enabled", self.thinking.enabled),
-                )
-                if on
-            ]
-            if wanted:
-                raise ValueError(
-                    f"{', '.join(wanted)} need a native-audio model; {self.name!r} is a "
-                    "half-cascade model"
-                )
-        return self
+        f = catalogue.features_for(self.name)
+        return f is not None and f.is_half_cascade
 
 
 class ConnectionSettings(_Section):
@@ -164,8 +152,27 @@ class TurnDetectionSettings(_Section):
 
 class VideoSettings(_Section):
     enabled: bool = False
-    # Gemini Live takes at most about 1 frame per second of video.
+    # Gemini Live takes at most about 1 frame per second of video: `fps` while the person
+    # speaks, `silent_fps` otherwise (the framework's adaptive rate; equal = a fixed rate)
     fps: float = Field(default=1.0, gt=0.0, le=2.0)
+    silent_fps: float = Field(default=0.3, ge=0.0, le=2.0)
+    # the track sent when the person shares both (agents/video.py)
+    prefer: Literal["screen_share", "camera"] = "screen_share"
+    # Gemini's media resolution for images (tokens per frame); null = Gemini's default
+    media_resolution: Literal["low", "medium", "high"] | None = None
+
+    @field_validator("media_resolution", mode="before")
+    @classmethod
+    def _unset(cls, v: object) -> object:
+        return None if isinstance(v, str) and v.strip().lower() in ("", "null", "none") else v
+
+    @field_validator("silent_fps")
+    @classmethod
+    def _silent_not_faster(cls, v: float, info: ValidationInfo) -> float:
+        fps = info.data.get("fps")
+        if fps is not None and v > fps:
+            raise ValueError(f"must not exceed fps ({fps:g}): the rate while the person is silent")
+        return v
 
 
 class AudioSettings(_Section):
@@ -287,6 +294,42 @@ class WebSettings(_Section):
         return v
 
 
+NoiseSuppressor = Literal["off", "webrtc", "livekit_nc", "livekit_bvc", "livekit_bvc_telephony"]
+
+
+class NoiseSettings(_Section):
+    # Noise suppression on the caller's audio, per kind of caller (agents/noise.py):
+    # webrtc = WebRTC's suppressor (livekit-rtc, runs anywhere); livekit_* = LiveKit
+    # Cloud's noise cancellation (livekit-plugins-noise-cancellation, LiveKit Cloud only).
+    browser: NoiseSuppressor = "webrtc"
+    phone: NoiseSuppressor = "off"
+    sdk: NoiseSuppressor = "off"
+
+    @field_validator("browser", "phone", "sdk", mode="before")
+    @classmethod
+    def _unquoted_off(cls, v: object) -> object:
+        return "off" if v is False else v  # YAML reads a bare `off` as false
+
+    @field_validator("browser", "phone", "sdk")
+    @classmethod
+    def _cloud_plugin_installed(cls, v: str) -> str:
+        if v.startswith("livekit_") and importlib.util.find_spec("livekit.plugins.noise_cancellation") is None:
+            raise ValueError(
+                "needs LiveKit Cloud's plugin: pip install livekit-plugins-noise-cancellation "
+                "(and a LiveKit Cloud project); or use webrtc, which runs anywhere"
+            )
+        return v
+
+
+class DirectSettings(_Section):
+    # Client-to-server mode: the web server mints Gemini ephemeral tokens (agents/web/
+    # gemini_token.py) so a browser talks to the Live API itself; the API key stays here.
+    enabled: bool = False
+    token_uses: int = Field(default=1, ge=1, le=10)  # sessions one token may open
+    token_ttl_s: int = Field(default=600, ge=30, le=72000)  # the token and its sessions expire
+    new_session_s: int = Field(default=60, ge=10, le=3600)  # time to open the session with it
+
+
 class Settings(BaseSettings):
     """Everything that shapes the agent, validated before any connection is made."""
 
@@ -308,6 +351,8 @@ class Settings(BaseSettings):
     latency: LatencySettings = LatencySettings()
     worker: WorkerSettings = WorkerSettings()
     web: WebSettings = WebSettings()
+    direct: DirectSettings = DirectSettings()
+    noise: NoiseSettings = NoiseSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -347,11 +392,31 @@ def load_settings(config_file: str | os.PathLike[str] | None = None) -> Settings
     try:
         settings = cls()
         settings.instructions()  # fail at start-up, not at the first call
+        _check_model(settings, path)
     except ValidationError as e:
         raise SettingsError(_describe(e, path)) from None
+    except catalogue.CatalogueError as e:
+        raise SettingsError(str(e)) from None
     except (ValueError, TypeError, yaml.YAMLError) as e:  # malformed YAML and the like
         raise SettingsError(f"config file {path}: {e}") from None
     return settings
+
+
+def _source(loc: list[str], path: Path) -> str:
+    env_key = ENV_PREFIX + ENV_DELIMITER.join(loc).upper()
+    return f"from {env_key}" if env_key in os.environ else f"in {path.name}"
+
+
+def _check_model(settings: Settings, path: Path) -> None:
+    """What the chosen model lacks (config/models.yaml) stops start-up; an unknown model
+    only gets a warning."""
+    refused = catalogue.refusals(settings.model)
+    if refused:
+        raise SettingsError("invalid settings: " + "; ".join(
+            f"{r.key} = {r.value!r} ({_source(r.key.split('.'), path)}): {r.reason}" for r in refused
+        ))
+    for warning in catalogue.warnings(settings.model):
+        logging.getLogger("gemini-agent").warning(warning)
 
 
 def _describe(error: ValidationError, path: Path) -> str:
@@ -359,8 +424,7 @@ def _describe(error: ValidationError, path: Path) -> str:
     for err in error.errors():
         loc = [str(p) for p in err["loc"]]
         key = ".".join(loc) or "(top level)"
-        env_key = ENV_PREFIX + ENV_DELIMITER.join(loc).upper()
-        source = f"from {env_key}" if env_key in os.environ else f"in {path.name}"
+        source = _source(loc, path)
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             lines.append(f"unknown setting {key} ({source})")

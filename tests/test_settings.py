@@ -76,18 +76,19 @@ def test_misspelt_yaml_key_is_reported(tmp_path):
         load_settings(path)
 
 
-def test_native_audio_features_on_half_cascade_model(tmp_path):
-    path = write_config(
-        tmp_path, "model:\n  name: gemini-live-2.5-flash-preview\n  affective_dialog: true\n"
-    )
-    with pytest.raises(SettingsError, match="affective_dialog need a native-audio model"):
+def test_native_audio_features_on_half_cascade_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("GOOGLE_GENAI_USE_VERTEXAI", "true")
+    path = write_config(tmp_path, "model:\n  name: gemini-live-2.5-flash\n  affective_dialog: true\n")
+    with pytest.raises(SettingsError, match=r"model.affective_dialog = True \(in agent.yaml\): "
+                       r"gemini-live-2.5-flash \(a half-cascade model\) does not support affective dialog"):
         load_settings(path)
 
 
-def test_half_cascade_model_is_selectable(tmp_path):
-    path = write_config(tmp_path, "model:\n  name: models/gemini-2.0-flash-live-001\n")
+def test_half_cascade_model_is_selectable(tmp_path, monkeypatch):
+    monkeypatch.setenv("GOOGLE_GENAI_USE_VERTEXAI", "true")  # the half-cascade model left is Vertex AI's
+    path = write_config(tmp_path, "model:\n  name: models/gemini-live-2.5-flash\n")
     s = load_settings(path)
-    assert s.model.name == "gemini-2.0-flash-live-001" and s.model.is_half_cascade
+    assert s.model.name == "gemini-live-2.5-flash" and s.model.is_half_cascade
 
 
 @pytest.mark.parametrize(

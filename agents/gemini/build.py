@@ -12,7 +12,7 @@ import ssl
 from google.genai import types
 from livekit.agents import NOT_GIVEN, APIConnectOptions
 
-from .. import audio_path
+from .. import audio_path, catalogue, video
 from ..settings import ConnectionSettings, ModelSettings, Settings, TurnDetectionSettings
 from .connection import ConnectionPolicy
 from .model import GeminiRealtimeModel
@@ -53,14 +53,6 @@ def realtime_input_config(td: TurnDetectionSettings) -> types.RealtimeInputConfi
         )
     return types.RealtimeInputConfig(
         automatic_activity_detection=detection, activity_handling=activity_handling
-    )
-
-
-def _thinking_config(m: ModelSettings) -> types.ThinkingConfig | None:
-    if not m.thinking.enabled:
-        return None
-    return types.ThinkingConfig(
-        thinking_budget=m.thinking.budget_tokens, include_thoughts=m.thinking.include_thoughts
     )
 
 
@@ -105,7 +97,7 @@ def build_realtime_model(
         temperature=given(m.temperature),
         enable_affective_dialog=m.affective_dialog if m.affective_dialog else NOT_GIVEN,
         proactivity=m.proactive_audio if m.proactive_audio else NOT_GIVEN,
-        thinking_config=given(_thinking_config(m)),
+        thinking_config=given(catalogue.thinking_config(m)),
         # None switches a transcription off; the plugin's default is on for both sides.
         input_audio_transcription=types.AudioTranscriptionConfig() if m.input_transcription else None,
         output_audio_transcription=types.AudioTranscriptionConfig()
@@ -115,4 +107,5 @@ def build_realtime_model(
         realtime_input_config=realtime_input_config(settings.turn_detection),
         # ssl_context None: google-genai builds its own TLS contexts for every session
         http_options=http_options(ssl_context, connect_timeout_s=conn.setup_timeout_s),
+        **video.model_options(settings.video),
     )

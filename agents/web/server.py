@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from ..settings import Settings
+from . import gemini_token
 from .token_service import LiveKitCredentials, TokenService, error_response
 
 logger = logging.getLogger("agents.web")
@@ -141,6 +142,8 @@ def create_app(settings: Settings, credentials: LiveKitCredentials | None = None
     app.router.add_post(TOKEN_PATH, _token)
     app.router.add_route("OPTIONS", TOKEN_PATH, _token)  # answered by the CORS middleware
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
+    # direct mode (direct.enabled): ephemeral Gemini tokens for the browser
+    app.router.add_post(gemini_token.PATH, gemini_token.handler(settings))
     return app
 
 

@@ -21,6 +21,7 @@ from . import tls
 from .faults import KINDS, FaultEvent, RandomFaults
 from .records import ConversationLog
 from .resumption import HandleStore
+from .auth_tokens import EphemeralTokens
 from .script import Script
 from .session import LiveSession
 
@@ -98,6 +99,7 @@ class OfflineGeminiServer:
         self.conversations: dict[str, ConversationLog] = {}
         self.random: RandomFaults | None = None
         self._conversation_ids = itertools.count(1)
+        self.tokens = EphemeralTokens(lambda key: self.accepted_keys is None or key in self.accepted_keys)
         self._runner: web.AppRunner | None = None
         self._sessions_changed: asyncio.Condition | None = None
 
@@ -106,6 +108,7 @@ class OfflineGeminiServer:
         files = tls.generate(self.cert_path, self.key_path, Path(self.ca_bundle), extra_hosts=(self.host,))
         app = web.Application()
         app.router.add_route("GET", "/{tail:.*}", self._handle)
+        app.router.add_route("POST", "/{tail:.*}", self.tokens.handle_create)  # auth_tokens.create
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, ssl_context=tls.server_context(files))
@@ -242,13 +245,15 @@ class OfflineGeminiServer:
         constrained = m.group("method").endswith("Constrained")
         key = request.headers.get("x-goog-api-key") or request.query.get("key") or ""
         auth = request.headers.get("Authorization", "")
-        token = auth[len("Token "):].strip() if auth.startswith("Token ") else ""
+        token = auth[len("Token "):].strip() if auth.startswith("Token ") else request.query.get("access_token", "")
         credential = token if constrained else key
         if constrained and not credential:
             return self._refuse(request, 401, "Ephemeral token required: 'Authorization: Token auth_tokens/...'.", "UNAUTHENTICATED")
         if not credential:
             return self._refuse(request, 401, "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.", "UNAUTHENTICATED")
-        if self.accepted_keys is not None and credential not in self.accepted_keys:
+        if constrained and (denied := self.tokens.admit(credential)):
+            return self._refuse(request, *denied, "UNAUTHENTICATED")
+        if not constrained and self.accepted_keys is not None and credential not in self.accepted_keys:
             return self._refuse(request, 403, "API key not valid. Please pass a valid API key.", "PERMISSION_DENIED")
         refusal = self.script.take_refusal()
         if refusal is not None:
@@ -261,6 +266,7 @@ class OfflineGeminiServer:
                                 content_type="application/json")
         await ws.prepare(request)
         session = LiveSession(self, ws, request, len(self.sessions) + 1, m.group("version"), constrained)
+        session.token = credential if constrained else None  # its locked setup applies (auth_tokens.py)
         self.sessions.append(session)
         assert self._sessions_changed is not None
         async with self._sessions_changed:

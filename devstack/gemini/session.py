@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 from aiohttp import WSMsgType, web
 
+from . import catalogue
 from . import protocol as p
 from .audio import INPUT_RATE, OUTPUT_RATE, duration_s, float_to_pcm, pcm_rate, pcm_to_float, resample, resample_pcm, synth_speech
 from .faults import Fault, FaultEvent, format_time_left
@@ -284,6 +285,8 @@ class LiveSession:
         self._record(wrapper, body)
         if wrapper != "setup":
             raise p.ProtocolError(p.CLOSE_INVALID, "The first message must be a setup message.")
+        if self.constrained:  # an ephemeral token's locked fields (auth_tokens.py)
+            body = self.server.tokens.constrain(self.token, body)
         self.setup = body
         model = str(body.get("model") or "")
         if not model:
@@ -297,6 +300,7 @@ class LiveSession:
                 f"models/{name} is not found for API version {self.api_version}, or is not supported "
                 "for bidiGenerateContent. Call ListModels to see the list of available models.",
             )
+        catalogue.check_setup(name, body, self.api_version)  # what this model lacks, refused as the service does
         fault = self._take_fault("setup", None)
         if fault is not None and fault.kind != "stall":
             await self._fire(fault, None, "setup")

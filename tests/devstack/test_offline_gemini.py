@@ -595,16 +595,18 @@ async def test_wrong_path_is_404(server, path):
 
 
 @pytest.mark.filterwarnings("ignore::google.genai.errors.ExperimentalWarning")
-async def test_ephemeral_token_uses_the_constrained_endpoint(server, monkeypatch):
-    monkeypatch.setenv("SSL_CERT_FILE", server.ca_bundle)
-    token_client = genai.Client(api_key="auth_tokens/offline-token", http_options=types.HttpOptions(
+async def test_ephemeral_token_uses_the_constrained_endpoint(server, client, monkeypatch):
+    # minted with the API key (auth_tokens.create); tests/features/test_gemini_token.py has the rest
+    minter = genai.Client(http_options=types.HttpOptions(api_version="v1alpha"))
+    name = (await minter.aio.auth_tokens.create(config=types.CreateAuthTokenConfig(uses=1))).name
+    token_client = genai.Client(api_key=name, http_options=types.HttpOptions(
         base_url=server.base_url, api_version="v1alpha"))
     async with token_client.aio.live.connect(model=MODEL, config=TEXT_CONFIG) as session:
         await session.send_realtime_input(text="hello")
         msgs = await receive_until(session, turn_complete)
     assert "".join(m.text or "" for m in msgs) == "You said: hello"
     recorded = server.sessions[0]
-    assert recorded.constrained and recorded.headers["Authorization"] == "Token auth_tokens/offline-token"
+    assert recorded.constrained and recorded.headers["Authorization"] == f"Token {name}"
 
 
 # ---- session lifecycle ---------------------------------------------------------------

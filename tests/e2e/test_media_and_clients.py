@@ -27,6 +27,7 @@ async def worker(stack):
     w = await stack.start_worker({
         "AGENT_VIDEO__ENABLED": "true",
         "AGENT_VIDEO__FPS": str(VIDEO_FPS),
+        "AGENT_VIDEO__SILENT_FPS": str(VIDEO_FPS),  # a fixed rate (tests/features: the adaptive one)
         "AGENT_AUDIO__AUTO_GAIN_CONTROL": "false",
     })
     yield w
