@@ -277,9 +277,10 @@ async function conversation(r) {
   r.hostSees = await participants(page);
   r.guestScreenHidden = await phone.isHidden('#screen');
   r.hostScreenVisible = await page.isVisible('#screen');
+  await shot(phone, 'meeting-390-chat'); // text only: the chat sheet opens at once
+  await phone.click('#chat-toggle');
+  r.guestSheetClosed = (await phone.getAttribute('#side', 'data-open')) === 'false';
   await shot(phone, 'meeting-390');
-  await phone.click('#chat-toggle'); // the chat/transcript sheet open at phone size
-  await shot(phone, 'meeting-390-chat');
   r.guestAudioMuted = await phone.evaluate(() => [...document.querySelectorAll('#audio-sinks audio')].every((a) => a.muted));
 
   r.transcript = await transcript(page);
