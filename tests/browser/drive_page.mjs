@@ -312,7 +312,6 @@ async function conversation(r) {
   await page.click('#restart');
   await page.waitForSelector('#status[data-state="connected"]', { timeout });
   r.restartRoom = await page.getAttribute('#status', 'data-room');
-  await agentIdentityOf(page);
   r.transcriptAfterRestart = (await transcript(page)).length;
   r.separators = await page.$$eval('#transcript li.separator', (els) => els.map((e) => e.textContent));
   Object.assign(r, await pageState(page));
@@ -350,12 +349,6 @@ async function pushToTalk(r) {
   await agentIdentityOf(page);
   await page.waitForSelector('#ptt:not([hidden])', { timeout });
   r.pttLabel = await text(page, '#ptt');
-  // mouse: pressed while held
-  await page.hover('#ptt');
-  await page.mouse.down();
-  r.pressedWhileHeld = await page.getAttribute('#ptt', 'aria-pressed');
-  await page.mouse.up();
-  r.pressedAfterRelease = await page.getAttribute('#ptt', 'aria-pressed');
   // keyboard: hold space across the fake microphone's sentence, release after it
   await page.focus('#ptt');
   await page.keyboard.down('Space');
@@ -383,6 +376,12 @@ async function pushToTalk(r) {
     { timeout },
   );
   r.transcript = await transcript(page);
+  // mouse (touch works through the same pointer events): pressed while held
+  await page.hover('#ptt');
+  await page.mouse.down();
+  r.pressedWhileHeld = await page.getAttribute('#ptt', 'aria-pressed');
+  await page.mouse.up();
+  r.pressedAfterRelease = await page.getAttribute('#ptt', 'aria-pressed');
   await shot(page, 'push-to-talk-1280');
   Object.assign(r, await pageState(page));
   await page.click('#end');

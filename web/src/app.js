@@ -374,7 +374,9 @@ async function onTranscription(reader, info) {
     console.warn('transcription stream ended abnormally', e);
   }
   // The final flag comes in the header (people) or the trailer (agent), merged here.
-  transcript.setText(li, text, reader.info.attributes?.[ATTR_FINAL] === 'true');
+  const final = reader.info.attributes?.[ATTR_FINAL] === 'true';
+  if (final && !text.trim() && !li.querySelector('.text').textContent.trim()) transcript.drop(key);
+  else transcript.setText(li, text, final);
 }
 
 async function onChat(reader, info) {

@@ -54,6 +54,12 @@ export function setText(li, text, final) {
   li.dataset.final = final ? 'true' : 'false';
 }
 
+/** Drop a line that turned out empty (a turn with no words). */
+export function drop(key) {
+  lines.get(key)?.remove();
+  lines.delete(key);
+}
+
 export function separator(text) {
   const li = document.createElement('li');
   li.className = 'separator';
