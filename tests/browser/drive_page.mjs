@@ -87,7 +87,7 @@ async function newPage(result, options, granted) {
 }
 
 async function text(page, sel) {
-  return (await page.locator(sel).first().textContent({ timeout: 1000 }).catch(() => null))?.trim() ?? null;
+  return (await page.locator(sel).first().textContent({ timeout: 5000 }).catch(() => null))?.trim() ?? null;
 }
 
 async function transcript(page) {

@@ -89,8 +89,7 @@ async def run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[st
                     on_event,
                 )
         finally:
-            for w in (main, ptt):
-                await w.stop()
+            await asyncio.gather(main.stop(), ptt.stop())
             (ARTIFACTS / "worker.log").write_text(main.log_tail(300))
             (ARTIFACTS / "worker-ptt.log").write_text(ptt.log_tail(300))
         yield {"results": results, "drops": drops, "worker_logs": main.log_tail(60) + ptt.log_tail(60)}
