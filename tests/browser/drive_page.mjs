@@ -10,6 +10,7 @@
 import { chromium } from 'playwright-core';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { createInterface } from 'node:readline';
 import { join as pathJoin } from 'node:path';
 
 const cfg = JSON.parse(process.argv[2]);
@@ -50,6 +51,14 @@ const PHONE = {
 };
 
 let browser;
+const stdinLines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+
+// Before a call that needs an agent: the test answers once a worker can take the job (on a
+// saturated machine a worker reports itself full and the local server would not dispatch).
+async function ready(scenario, agent) {
+  emit({ event: 'ready', scenario, agent });
+  await stdinLines.next();
+}
 
 async function newPage(result, options, granted) {
   const context = await browser.newContext({ ...options, permissions: granted ? ['microphone', 'camera'] : [] });
@@ -222,6 +231,7 @@ async function pageState(page) {
 async function conversation(r) {
   const page = await newPage(r, DESKTOP, true);
   await page.goto(cfg.urls.main);
+  await ready('conversation', 'gemini-agent');
   r.startTitle = await text(page, '#start-title');
   await shot(page, 'start-1280');
   r.axeStart = await axe(page);
@@ -281,7 +291,7 @@ async function conversation(r) {
   await phone.click('#chat-toggle');
   r.guestSheetClosed = (await phone.getAttribute('#side', 'data-open')) === 'false';
   await shot(phone, 'meeting-390');
-  r.guestAudioMuted = await phone.evaluate(() => [...document.querySelectorAll('#audio-sinks audio')].every((a) => a.muted));
+  r.guestAudio = await phone.evaluate(() => [...document.querySelectorAll('#audio-sinks audio')].map((a) => ({ who: a.dataset.participant, silent: a.muted || a.volume === 0 })));
 
   r.transcript = await transcript(page);
   await shot(page, 'call-1280');
@@ -309,6 +319,7 @@ async function conversation(r) {
   r.controlsHiddenAfterEnd = await page.isHidden('#controls');
   await shot(page, 'ended-1280');
   r.axeEnded = await axe(page);
+  await ready('restart', 'gemini-agent');
   await page.click('#restart');
   await page.waitForSelector('#status[data-state="connected"]', { timeout });
   r.restartRoom = await page.getAttribute('#status', 'data-room');
@@ -326,6 +337,7 @@ async function conversation(r) {
 async function textOnly(r) {
   const page = await newPage(r, PHONE, false); // no permission needed: nothing is asked
   await page.goto(cfg.urls.main);
+  await ready('text-only', 'gemini-agent');
   Object.assign(r, await startCall(page, 'text-only', { textOnly: true }));
   await agentIdentityOf(page);
   // like a person, read the greeting before typing
@@ -345,6 +357,7 @@ async function textOnly(r) {
 async function pushToTalk(r) {
   const page = await newPage(r, DESKTOP, true);
   await page.goto(cfg.urls.ptt);
+  await ready('push-to-talk', 'ptt-agent');
   Object.assign(r, await startCall(page, 'push-to-talk'));
   await agentIdentityOf(page);
   await page.waitForSelector('#ptt:not([hidden])', { timeout });

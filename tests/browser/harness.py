@@ -65,10 +65,11 @@ def speech_wav(directory: Path, lead_s: float = 0.5) -> Path:
 
 async def run_driver(
     config: dict[str, Any],
-    on_event: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+    on_event: Callable[[dict[str, Any]], Awaitable[str | None]] | None = None,
     timeout_s: float = 300.0,
 ) -> dict[str, dict[str, Any]]:
-    """Run drive_page.mjs with config; return {scenario: result} (stderr kept for failures)."""
+    """Run drive_page.mjs with config; return {scenario: result} (stderr kept for failures).
+    A line that on_event returns is written to the driver's stdin (its answer to "ready")."""
     env = {**os.environ, "NODE_PATH": str(HERE / "node_modules")}
     proc = await asyncio.create_subprocess_exec(
         "node",
@@ -76,6 +77,7 @@ async def run_driver(
         json.dumps(config),
         cwd=HERE,
         env=env,
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         limit=1 << 22,
@@ -94,7 +96,10 @@ async def run_driver(
             if event.get("event") == "scenario":
                 results[event["scenario"]] = event
             elif event.get("event") != "done" and on_event is not None:
-                await on_event(event)
+                reply = await on_event(event)
+                if reply is not None and proc.stdin is not None:
+                    proc.stdin.write(reply.encode() + b"\n")
+                    await proc.stdin.drain()
 
     try:
         await asyncio.wait_for(read_events(), timeout_s)

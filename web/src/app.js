@@ -584,9 +584,9 @@ function wireRoom(r) {
     .on(RoomEvent.ParticipantNameChanged, renderParticipants)
     .on(RoomEvent.TrackSubscribed, (track, pub, participant) => {
       if (track.kind === Track.Kind.Audio) {
+        if (mode === 'text') track.setVolume(0); // a chat-only conversation: no sound
         const el = track.attach();
         el.dataset.participant = participant.identity;
-        if (mode === 'text') el.muted = true; // a chat-only conversation: no sound
         ui.audioSinks.append(el);
         levels.watch(`audio-${participant.identity}`, track.mediaStreamTrack);
       } else if (track.kind === Track.Kind.Video) {
