@@ -27,7 +27,7 @@ from devstack.stack import LocalStack
 
 from .harness import ARTIFACTS, SPEECH, require_tools, run_driver, speech_wav
 
-pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(600)]
 
 TONE_HZ = 440.0
 CHAT = "What is the capital of France?"
@@ -57,7 +57,7 @@ async def run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[st
         ptt = await stack.start_worker(
             {**common, "AGENT_AGENT__NAME": "ptt-agent", "AGENT_TURN_DETECTION__MODE": "manual"}, wait=False
         )
-        await asyncio.gather(stack.wait_registered(main, "gemini-agent", 60), stack.wait_registered(ptt, "ptt-agent", 60))
+        await asyncio.gather(stack.wait_registered(main, "gemini-agent", 120), stack.wait_registered(ptt, "ptt-agent", 120))
         creds = LiveKitCredentials(lk.url, lk.api_key, lk.api_secret)
 
         def web(agent_name: str) -> WebServer:
@@ -95,6 +95,7 @@ async def run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[st
                         "scenarios": SCENARIOS,
                     },
                     on_event,
+                    timeout_s=480,
                 )
         finally:
             await asyncio.gather(main.stop(), ptt.stop())
