@@ -459,4 +459,5 @@ try {
 } finally {
   emit({ event: 'done' });
   await browser?.close().catch(() => {});
+  process.exit(0); // stdin (the test's answers) may still be open
 }

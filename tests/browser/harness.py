@@ -95,6 +95,8 @@ async def run_driver(
                 continue
             if event.get("event") == "scenario":
                 results[event["scenario"]] = event
+            elif event.get("event") == "done" and proc.stdin is not None:
+                proc.stdin.close()  # the driver's stdin reader ends, and so does the driver
             elif event.get("event") != "done" and on_event is not None:
                 reply = await on_event(event)
                 if reply is not None and proc.stdin is not None:
