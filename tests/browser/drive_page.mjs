@@ -335,7 +335,8 @@ async function conversation(r) {
 
 // Chat only: no microphone asked for, typed messages answered.
 async function textOnly(r) {
-  const page = await newPage(r, PHONE, false); // no permission needed: nothing is asked
+  // the narrowest phone the page is made for; no permission needed: nothing is asked
+  const page = await newPage(r, { ...PHONE, viewport: { width: 360, height: 740 } }, false);
   await page.goto(cfg.urls.main);
   await ready('text-only', 'gemini-agent');
   Object.assign(r, await startCall(page, 'text-only', { textOnly: true }));
@@ -346,7 +347,7 @@ async function textOnly(r) {
   r.alerts = await alerts(page);
   r.chat = await chat(page, cfg.chat);
   r.transcript = await transcript(page);
-  await shot(page, 'text-only-390');
+  await shot(page, 'text-only-360');
   Object.assign(r, await pageState(page));
   await page.click('#end');
   await page.waitForSelector('#ended:not([hidden])', { timeout });

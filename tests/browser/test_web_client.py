@@ -7,7 +7,7 @@ One browser runs every scenario (drive_page.mjs), one after another, and each te
 checks what one scenario showed. The fake microphone says one sentence after 9 s of
 silence (after the greeting and its echo warm-up); the offline model greets and answers
 with a 440 Hz tone, so the page's analyser can tell the agent's voice from anything else.
-Screenshots (1280 px and 390 px) land in .artifacts/browser/.
+Screenshots (1280, 390 and 360 px) land in .artifacts/browser/.
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ async def test_agent_missing_refused_microphone_and_reconnecting_are_explained(r
 async def test_screenshots_and_accessibility(run: dict[str, Any]) -> None:
     r = result(run, "conversation")
     for name in ("start-1280", "call-1280", "call-1280-dark", "ended-1280", "meeting-390", "meeting-390-chat",
-                 "text-only-390", "push-to-talk-1280", "no-agent-390"):
+                 "text-only-360", "push-to-talk-1280", "no-agent-390"):
         assert (ARTIFACTS / f"{name}.png").stat().st_size > 5_000, name
     assert r["themeAfterSwitch"] in ("light", "dark")
     for page in ("axeStart", "axeCall", "axeCallDark", "axeEnded"):
