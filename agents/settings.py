@@ -269,6 +269,10 @@ class WebSettings(_Section):
     # Take the client address for rate limiting from the last X-Forwarded-For entry; only
     # behind a reverse proxy that sets it, or every client could pick its own address.
     trust_forwarded_for: bool = False
+    # Meeting invite links: how long one admits people to its room (each join hands out a
+    # fresh one), and how long the page waits for the agent before saying it has not joined.
+    invite_ttl_s: int = Field(default=14400, ge=60, le=7 * 86400)
+    agent_join_timeout_s: float = Field(default=15.0, ge=1.0, le=300.0)
 
     @field_validator("allowed_origins")
     @classmethod

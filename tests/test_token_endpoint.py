@@ -1,4 +1,5 @@
-"""POST /api/token, as a browser or a script sees it: grants, validation, rate limit, CORS.
+"""POST /api/token, as a browser or a script sees it: grants, rooms and identities chosen by
+the server, meeting invites, validation, rate limit, CORS.
 
 Runs the product's aiohttp app on 127.0.0.1 (aiohttp's TestServer) and decodes the tokens
 it returns with livekit-api's TokenVerifier, the check a LiveKit server makes.
@@ -8,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import base64
 import re
 import secrets
+import time
 from collections.abc import AsyncIterator
 
 import jwt
@@ -19,6 +22,7 @@ from livekit import api
 
 from agents.settings import AgentIdentitySettings, Settings, WebSettings
 from agents.web import STATIC_DIR, ConfigError, LiveKitCredentials, create_app
+from agents.web.invites import Invites
 from agents.web.token_service import RateLimiter
 
 API_KEY = "APItest" + secrets.token_hex(4)
@@ -61,23 +65,26 @@ async def post_token(client: TestClient, body: object, headers: dict[str, str] |
 # --- grants ---------------------------------------------------------------------------
 
 
-async def test_token_grants_one_room_with_least_privilege(client: TestClient) -> None:
-    resp = await post_token(client, {"room": "support-1", "identity": "alice", "name": "Alice A."})
+async def test_token_grants_one_fresh_room_with_least_privilege(client: TestClient) -> None:
+    resp = await post_token(client, {"name": "Alice A."})
     assert resp.status == 200
     assert resp.headers["Cache-Control"] == "no-store"
     body = await resp.json()
-    assert set(body) == {"server_url", "participant_token", "room", "identity", "expires_at"}
+    assert set(body) == {
+        "server_url", "participant_token", "room", "identity", "expires_at",
+        "invite", "invite_expires_at", "agent_join_timeout_s",
+    }
     assert body["server_url"] == LIVEKIT_URL
-    assert body["room"] == "support-1"
-    assert body["identity"] == "alice"
+    assert re.fullmatch(r"call-[0-9a-f]{16}", body["room"])
+    assert re.fullmatch(r"user-[0-9a-f]{16}", body["identity"])
 
     claims = verify(body["participant_token"])
-    assert claims.identity == "alice"
+    assert claims.identity == body["identity"]
     assert claims.name == "Alice A."
     video = claims.video
     assert video is not None
     assert video.room_join is True
-    assert video.room == "support-1"
+    assert video.room == body["room"]
     assert video.can_publish is True
     assert sorted(video.can_publish_sources or []) == sorted(
         ["microphone", "camera", "screen_share", "screen_share_audio"]
@@ -94,7 +101,7 @@ async def test_token_grants_one_room_with_least_privilege(client: TestClient) ->
 
 
 async def test_token_dispatches_the_agent_by_name(client: TestClient) -> None:
-    body = await (await post_token(client, {"room": "r1"})).json()
+    body = await (await post_token(client, {})).json()
     claims = verify(body["participant_token"])
     assert claims.room_config is not None
     assert [d.agent_name for d in claims.room_config.agents] == ["test-agent"]
@@ -103,7 +110,7 @@ async def test_token_dispatches_the_agent_by_name(client: TestClient) -> None:
 async def test_automatic_dispatch_puts_no_room_config_in_the_token() -> None:
     c = await start(make_settings(agent_name=""))
     try:
-        body = await (await post_token(c, {"room": "r1"})).json()
+        body = await (await post_token(c, {})).json()
         claims = verify(body["participant_token"])
         assert claims.room_config is None or not claims.room_config.agents
     finally:
@@ -113,7 +120,7 @@ async def test_automatic_dispatch_puts_no_room_config_in_the_token() -> None:
 async def test_token_lifetime_comes_from_settings() -> None:
     c = await start(make_settings(token_ttl_s=123))
     try:
-        body = await (await post_token(c, {"room": "r1"})).json()
+        body = await (await post_token(c, {})).json()
         raw = jwt.decode(body["participant_token"], API_SECRET, algorithms=["HS256"], issuer=API_KEY)
         assert raw["exp"] - raw["nbf"] == 123
         assert body["expires_at"] == raw["exp"]
@@ -125,25 +132,140 @@ async def test_default_lifetime_is_ten_minutes() -> None:
     assert WebSettings().token_ttl_s == 600
     c = await start(Settings(web=WebSettings(allowed_origins=[])))
     try:
-        body = await (await post_token(c, {"room": "r1"})).json()
+        body = await (await post_token(c, {})).json()
         raw = jwt.decode(body["participant_token"], API_SECRET, algorithms=["HS256"], issuer=API_KEY)
         assert raw["exp"] - raw["nbf"] == 600
     finally:
         await c.close()
 
 
-async def test_server_assigns_a_fresh_identity_when_none_is_given(client: TestClient) -> None:
-    first = await (await post_token(client, {"room": "r1"})).json()
-    second = await (await post_token(client, {"room": "r1", "name": "Bob"})).json()
-    assert re.fullmatch(r"user-[0-9a-f]{12}", first["identity"])
-    assert first["identity"] != second["identity"]
-    assert verify(first["participant_token"]).identity == first["identity"]
+async def test_every_request_gets_its_own_identity_and_a_new_conversation_its_own_room(
+    client: TestClient,
+) -> None:
+    bodies = [await (await post_token(client, {"name": "Bob"})).json() for _ in range(20)]
+    identities = {b["identity"] for b in bodies}
+    rooms = {b["room"] for b in bodies}
+    assert len(identities) == 20 and len(rooms) == 20
+    for b in bodies:
+        claims = verify(b["participant_token"])
+        assert claims.identity == b["identity"] and claims.video.room == b["room"]
+        assert claims.name == "Bob"  # the display name is the person's; the identity is not
+
+
+@pytest.mark.parametrize("identity", ["alice", "agent-AJ_123", "user-0123456789abcdef"])
+async def test_a_requested_identity_is_never_granted(client: TestClient, identity: str) -> None:
+    resp = await post_token(client, {"identity": identity, "name": "Alice"})
+    assert resp.status == 400
+    err = await resp.json()
+    assert err["field"] == "identity"
+    assert "assigned by the server" in err["error"]
+    assert "participant_token" not in err
+
+
+async def test_a_requested_room_is_refused(client: TestClient) -> None:
+    resp = await post_token(client, {"room": "support-1"})
+    assert resp.status == 400
+    err = await resp.json()
+    assert err["field"] == "room"
+    assert "invite" in err["error"]
+
+
+# --- invites ---------------------------------------------------------------------------
+
+
+async def test_an_invite_admits_to_its_own_meeting_with_a_new_identity(client: TestClient) -> None:
+    alice = await (await post_token(client, {"name": "Alice"})).json()
+    other = await (await post_token(client, {"name": "Carol"})).json()  # another conversation
+    assert alice["invite_expires_at"] - int(time.time()) in range(14390, 14401)  # 4 h default
+
+    resp = await post_token(client, {"name": "Bob", "invite": alice["invite"]})
+    assert resp.status == 200
+    bob = await resp.json()
+    assert bob["room"] == alice["room"] != other["room"]
+    assert bob["identity"] != alice["identity"]
+    claims = verify(bob["participant_token"])
+    assert claims.video.room == alice["room"] and claims.identity == bob["identity"]
+    # Bob, now in the meeting, gets an invite of his own to the same room.
+    carol2 = await (await post_token(client, {"invite": bob["invite"]})).json()
+    assert carol2["room"] == alice["room"]
+    # Each person's identity stays unique, however they joined.
+    assert len({alice["identity"], bob["identity"], carol2["identity"], other["identity"]}) == 4
+
+
+def _tamper_room(invite: str, room: str) -> str:
+    header, payload, sig = invite.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["room"] = room
+    new_payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"{header}.{new_payload}.{sig}"
+
+
+async def _refused(client: TestClient, invite: object, status: int = 403) -> str:
+    resp = await post_token(client, {"invite": invite})
+    assert resp.status == status, await resp.text()
+    err = await resp.json()
+    assert err["field"] == "invite"
+    assert "participant_token" not in err
+    return err["error"]
+
+
+async def test_an_altered_invite_is_refused(client: TestClient) -> None:
+    alice = await (await post_token(client, {})).json()
+    other = await (await post_token(client, {})).json()
+    # the invite of one room, edited to name another room
+    reason = await _refused(client, _tamper_room(alice["invite"], other["room"]))
+    assert "signature" in reason
+    # and a flipped signature character
+    inv = alice["invite"]
+    flipped = inv[:-2] + ("A" if inv[-2] != "A" else "B") + inv[-1]
+    assert "not valid" in await _refused(client, flipped)
+
+
+async def test_a_forged_invite_is_refused(client: TestClient) -> None:
+    alice = await (await post_token(client, {})).json()
+    # signed the same way with a key derived from another secret
+    forged, _ = Invites("another-secret", ttl_s=3600).issue(alice["room"])
+    assert "signature" in await _refused(client, forged)
+    # a LiveKit access token for the room is not an invite
+    assert "not valid" in await _refused(client, alice["participant_token"])
+    # an unsigned JWT naming the room
+    unsigned = jwt.encode({"room": alice["room"], "aud": "meeting-invite", "exp": 2**40}, None, algorithm="none")
+    assert "not valid" in await _refused(client, unsigned)
+    assert "not valid" in await _refused(client, "not-an-invite")
+
+
+async def test_an_expired_invite_is_refused() -> None:
+    c = await start(make_settings(invite_ttl_s=60))
+    try:
+        alice = await (await post_token(c, {})).json()
+        assert alice["invite_expires_at"] - int(time.time()) in range(50, 61)
+        # the same server's invite, issued 61 s ago
+        old, exp = Invites(API_SECRET, ttl_s=60, clock=lambda: time.time() - 61).issue(alice["room"])
+        assert exp < time.time()
+        assert "expired" in await _refused(c, old)
+        # still valid a moment before expiry
+        fresh, _ = Invites(API_SECRET, ttl_s=60, clock=lambda: time.time() - 55).issue(alice["room"])
+        assert (await post_token(c, {"invite": fresh})).status == 200
+    finally:
+        await c.close()
+
+
+@pytest.mark.parametrize("invite", ["", "   ", 42, ["x"], None])
+async def test_a_malformed_invite_field_is_refused(client: TestClient, invite: object) -> None:
+    if invite is None:  # null means "no invite": a new conversation
+        assert (await post_token(client, {"invite": None})).status == 200
+        return
+    assert "invite" in await _refused(client, invite, status=400)
+
+
+async def test_an_oversized_invite_is_refused(client: TestClient) -> None:
+    assert "at most" in await _refused(client, "x" * 2000)
 
 
 async def test_public_url_setting_is_what_browsers_get() -> None:
     c = await start(make_settings(livekit_public_url="https://lk.example.com"))
     try:
-        body = await (await post_token(c, {"room": "r1"})).json()
+        body = await (await post_token(c, {})).json()
         assert body["server_url"] == "wss://lk.example.com"
     finally:
         await c.close()
@@ -152,24 +274,13 @@ async def test_public_url_setting_is_what_browsers_get() -> None:
 # --- validation -----------------------------------------------------------------------
 
 BAD_BODIES = [
-    ({}, "room"),
-    ({"room": ""}, "room"),
-    ({"room": "has space"}, "room"),
-    ({"room": "x" * 65}, "room"),
-    ({"room": "../etc"}, "room"),
-    ({"room": "-leading-dash"}, "room"),
-    ({"room": 42}, "room"),
-    ({"room": None}, "room"),
-    ({"room": "r1", "identity": ""}, "identity"),
-    ({"room": "r1", "identity": "bad/identity"}, "identity"),
-    ({"room": "r1", "identity": "émile"}, "identity"),
-    ({"room": "r1", "identity": "i" * 65}, "identity"),
-    ({"room": "r1", "identity": ["alice"]}, "identity"),
-    ({"room": "r1", "identity": "agent-AJ_123"}, "identity"),
-    ({"room": "r1", "name": "n" * 65}, "name"),
-    ({"room": "r1", "name": "bell\x07"}, "name"),
-    ({"room": "r1", "name": 7}, "name"),
-    ({"room": "r1", "admin": True}, "admin"),
+    ({"room": "r1"}, "room"),
+    ({"identity": "alice"}, "identity"),
+    ({"name": "n" * 65}, "name"),
+    ({"name": "bell\x07"}, "name"),
+    ({"name": "zero\u200bwidth"}, "name"),
+    ({"name": 7}, "name"),
+    ({"admin": True}, "admin"),
     (["r1"], "body"),
     ("r1", "body"),
 ]
@@ -187,20 +298,21 @@ async def test_bad_fields_are_refused_with_a_reason_naming_the_field(
 
 
 async def test_boundary_lengths_are_accepted(client: TestClient) -> None:
-    resp = await post_token(client, {"room": "r" * 64, "identity": "i" * 64, "name": "n" * 64})
+    resp = await post_token(client, {"name": "n" * 64})
     assert resp.status == 200
-    resp = await post_token(client, {"room": "a", "identity": "b.c_d-e"})
+    resp = await post_token(client, {"name": "  Émile Zoë  "})
     assert resp.status == 200
+    assert verify((await resp.json())["participant_token"]).name == "Émile Zoë"
 
 
 async def test_malformed_json_is_refused(client: TestClient) -> None:
-    resp = await client.post("/api/token", data=b'{"room": "r1"', headers=JSON_HEADERS)
+    resp = await client.post("/api/token", data=b'{"name": "x"', headers=JSON_HEADERS)
     assert resp.status == 400
     assert (await resp.json())["field"] == "body"
 
 
 async def test_wrong_content_type_is_refused(client: TestClient) -> None:
-    resp = await client.post("/api/token", data=b'{"room": "r1"}', headers={"Content-Type": "text/plain"})
+    resp = await client.post("/api/token", data=b'{}', headers={"Content-Type": "text/plain"})
     assert resp.status == 415
     err = await resp.json()
     assert err["field"] == "content-type"
@@ -208,7 +320,7 @@ async def test_wrong_content_type_is_refused(client: TestClient) -> None:
 
 
 async def test_oversized_body_is_refused(client: TestClient) -> None:
-    big = json.dumps({"room": "r1", "name": "x" * 10_000}).encode()
+    big = json.dumps({"name": "x" * 10_000}).encode()
     resp = await client.post("/api/token", data=big, headers=JSON_HEADERS)
     assert resp.status == 413
     assert (await resp.json())["field"] == "body"
@@ -216,7 +328,7 @@ async def test_oversized_body_is_refused(client: TestClient) -> None:
 
 async def test_oversized_chunked_body_is_refused(client: TestClient) -> None:
     async def chunks() -> AsyncIterator[bytes]:
-        yield b'{"room": "r1", "name": "'
+        yield b'{"name": "'
         for _ in range(10):
             yield b"x" * 1000
         yield b'"}'
@@ -237,9 +349,9 @@ async def test_only_post_is_served(client: TestClient) -> None:
 async def test_rate_limit_answers_429_with_retry_after() -> None:
     c = await start(make_settings(rate_limit_per_minute=3))
     try:
-        statuses = [(await post_token(c, {"room": "r1"})).status for _ in range(3)]
+        statuses = [(await post_token(c, {})).status for _ in range(3)]
         assert statuses == [200, 200, 200]
-        resp = await post_token(c, {"room": "r1"})
+        resp = await post_token(c, {})
         assert resp.status == 429
         retry_after = int(resp.headers["Retry-After"])
         assert 1 <= retry_after <= 60
@@ -247,7 +359,7 @@ async def test_rate_limit_answers_429_with_retry_after() -> None:
         assert err["field"] == "client"
         assert "too many" in err["error"]
         # Bad requests count too, so the limit also caps probing.
-        assert (await post_token(c, {"room": "bad room"})).status == 429
+        assert (await post_token(c, {"room": "r1"})).status == 429
     finally:
         await c.close()
 
@@ -257,8 +369,8 @@ async def test_rate_limit_is_per_client_address_behind_a_trusted_proxy() -> None
     try:
         a = {"X-Forwarded-For": "203.0.113.7"}
         b = {"X-Forwarded-For": "198.51.100.1, 203.0.113.8"}
-        assert [(await post_token(c, {"room": "r1"}, a)).status for _ in range(3)] == [200, 200, 429]
-        assert (await post_token(c, {"room": "r1"}, b)).status == 200
+        assert [(await post_token(c, {}, a)).status for _ in range(3)] == [200, 200, 429]
+        assert (await post_token(c, {}, b)).status == 200
     finally:
         await c.close()
 
@@ -267,7 +379,7 @@ async def test_forwarded_for_is_ignored_unless_trusted() -> None:
     c = await start(make_settings(rate_limit_per_minute=2))
     try:
         statuses = [
-            (await post_token(c, {"room": "r1"}, {"X-Forwarded-For": f"203.0.113.{i}"})).status
+            (await post_token(c, {}, {"X-Forwarded-For": f"203.0.113.{i}"})).status
             for i in range(3)
         ]
         assert statuses == [200, 200, 429]
@@ -308,19 +420,19 @@ async def test_preflight_from_an_allowed_origin_is_answered(client: TestClient) 
 
 
 async def test_post_from_an_allowed_origin_echoes_it(client: TestClient) -> None:
-    resp = await post_token(client, {"room": "r1"}, {"Origin": ALLOWED_ORIGIN})
+    resp = await post_token(client, {}, {"Origin": ALLOWED_ORIGIN})
     assert resp.status == 200
     assert resp.headers["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
     assert "Origin" in resp.headers["Vary"]
     # Errors are readable by the allowed page too, so it can show the reason.
-    resp = await post_token(client, {"room": "bad room"}, {"Origin": ALLOWED_ORIGIN})
-    assert resp.status == 400
+    resp = await post_token(client, {"invite": "expired-or-forged"}, {"Origin": ALLOWED_ORIGIN})
+    assert resp.status == 403 and (await resp.json())["field"] == "invite"
     assert resp.headers["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
 
 
 async def test_same_origin_is_allowed(client: TestClient) -> None:
     own = f"http://{client.host}:{client.port}"
-    resp = await post_token(client, {"room": "r1"}, {"Origin": own})
+    resp = await post_token(client, {}, {"Origin": own})
     assert resp.status == 200
     assert resp.headers["Access-Control-Allow-Origin"] == own
 
@@ -334,7 +446,7 @@ async def test_other_origins_get_no_cors_and_no_token(client: TestClient, origin
     )
     assert "Access-Control-Allow-Origin" not in pre.headers
     assert pre.status == 403
-    resp = await post_token(client, {"room": "r1"}, {"Origin": origin})
+    resp = await post_token(client, {}, {"Origin": origin})
     assert resp.status == 403
     assert "Access-Control-Allow-Origin" not in resp.headers
     body = await resp.json()
@@ -354,12 +466,13 @@ async def test_the_api_secret_never_appears_in_responses_or_logs(
     async def record(resp) -> None:  # type: ignore[no-untyped-def]
         seen.append(str(resp.status) + repr(dict(resp.headers)) + (await resp.read()).decode("utf-8", "replace"))
 
-    await record(await post_token(client, {"room": "r1", "identity": "alice"}))
-    await record(await post_token(client, {"room": "r1"}, {"Origin": ALLOWED_ORIGIN}))
-    await record(await post_token(client, {"room": "bad room"}))
+    await record(await post_token(client, {"name": "Alice"}))
+    await record(await post_token(client, {}, {"Origin": ALLOWED_ORIGIN}))
+    await record(await post_token(client, {"room": "r1"}))
+    await record(await post_token(client, {"invite": "forged"}))
     await record(await client.post("/api/token", data=b"x", headers={"Content-Type": "text/plain"}))
     await record(await client.options("/api/token", headers={"Origin": ALLOWED_ORIGIN}))
-    await record(await post_token(client, {"room": "r1"}, {"Origin": "https://evil.example.net"}))
+    await record(await post_token(client, {}, {"Origin": "https://evil.example.net"}))
     await record(await client.get("/"))
     await record(await client.get("/healthz"))
     await record(await client.get("/no-such-page"))

@@ -33,7 +33,7 @@ await build({
   minify: true,
   logLevel: 'warning',
 });
-await copyFile(join(here, 'src', 'index.html'), join(out, 'index.html'));
+for (const file of ['index.html', 'favicon.svg']) await copyFile(join(here, 'src', file), join(out, file));
 
 if (check) {
   const stale = [];

@@ -117,6 +117,11 @@ async def _index(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(STATIC_DIR / "index.html")
 
 
+async def _favicon(request: web.Request) -> web.StreamResponse:
+    # browsers that ignore the page's <link rel="icon"> still ask for /favicon.ico
+    return web.FileResponse(STATIC_DIR / "favicon.svg", headers={"Content-Type": "image/svg+xml"})
+
+
 async def _health(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
@@ -126,7 +131,7 @@ async def _token(request: web.Request) -> web.Response:
 
 
 def create_app(settings: Settings, credentials: LiveKitCredentials | None = None) -> web.Application:
-    """The aiohttp app: `/` (client), `/static/*`, `POST /api/token`, `GET /healthz`.
+    """The aiohttp app: `/` (client), `/static/*`, `/favicon.ico`, `POST /api/token`, `GET /healthz`.
 
     credentials default to LIVEKIT_URL / LIVEKIT_API_KEY / LIVEKIT_API_SECRET; ConfigError
     if they are missing.
@@ -139,6 +144,7 @@ def create_app(settings: Settings, credentials: LiveKitCredentials | None = None
     app[_TOKEN_SERVICE] = service
     app.router.add_get("/", _index)
     app.router.add_get("/healthz", _health)
+    app.router.add_get("/favicon.ico", _favicon)
     app.router.add_post(TOKEN_PATH, _token)
     app.router.add_route("OPTIONS", TOKEN_PATH, _token)  # answered by the CORS middleware
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)

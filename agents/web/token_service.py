@@ -1,12 +1,21 @@
 """`POST /api/token`: a least-privilege LiveKit access token for one browser participant.
 
 Request (`Content-Type: application/json`, at most MAX_BODY_BYTES):
-    {"room": "support-1", "identity": "alice" (optional), "name": "Alice" (optional)}
+    {"name": "Alice" (optional display name), "invite": "<invite>" (optional)}
 Response 200:
-    {"server_url", "participant_token", "room", "identity", "expires_at" (Unix seconds)}
+    {"server_url", "participant_token", "room", "identity", "expires_at" (Unix seconds),
+     "invite", "invite_expires_at", "agent_join_timeout_s"}
 Errors are JSON `{"error": <reason>, "field": <the offending field>}`:
-    400 bad field or body, 413 body too large, 415 not JSON, 403 origin not allowed,
-    429 too many requests from one address (with Retry-After).
+    400 bad field or body, 403 invite refused (forged, altered, expired) or origin not
+    allowed, 413 body too large, 415 not JSON, 429 too many requests from one address
+    (with Retry-After).
+
+Rooms and identities are the server's: a request without an invite gets a fresh room (a
+new conversation); joining an existing meeting needs its invite (agents/web/invites.py),
+which this endpoint returns only with a token for that room, i.e. to someone who has just
+been admitted to the meeting. Identities are always assigned here ("user-" + 64 random
+bits, never reused by this process); a person chooses only a display name. So nobody can
+take someone else's identity, which would make LiveKit evict them.
 
 The token lets its holder join that one room, publish only microphone, camera and screen
 share, subscribe and send data (chat). It carries no admin, recording, room-create or
@@ -24,7 +33,6 @@ import json
 import logging
 import math
 import os
-import re
 import secrets
 import time
 import unicodedata
@@ -37,19 +45,19 @@ from aiohttp import web
 from livekit import api
 
 from ..settings import Settings
+from .invites import InviteError, Invites
 
 logger = logging.getLogger("agents.web.token")
 
 MAX_BODY_BYTES = 4096
 NAME_MAX_CHARS = 64
-# Room names and identities: letters, digits, '_', '-', '.', starting with a letter or digit.
-ROOM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-IDENTITY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-# The framework names its agent participants "agent-<job id>". A browser taking such an
-# identity would kick the agent out of the room (LiveKit evicts duplicate identities).
-RESERVED_IDENTITY_PREFIXES = ("agent-",)
 PUBLISH_SOURCES = ["microphone", "camera", "screen_share", "screen_share_audio"]
-ALLOWED_FIELDS = frozenset({"room", "identity", "name"})
+ALLOWED_FIELDS = frozenset({"name", "invite"})
+# Fields of the old request shape, refused with what to do instead.
+SERVER_CHOSEN = {
+    "room": "room is chosen by the server: leave it out for a new conversation, or send the meeting's invite",
+    "identity": "identity is assigned by the server; send a display name as name",
+}
 
 
 class ConfigError(Exception):
@@ -140,44 +148,19 @@ def client_address(request: web.Request, trust_forwarded_for: bool) -> str:
     return request.remote or "unknown"
 
 
-def _validate_name_field(field_name: str, value: Any, pattern: re.Pattern[str]) -> str:
-    if not isinstance(value, str):
-        raise BadRequest(400, field_name, f"{field_name} must be a string")
-    if not value:
-        raise BadRequest(400, field_name, f"{field_name} must not be empty")
-    if len(value) > 64:
-        raise BadRequest(400, field_name, f"{field_name} must be at most 64 characters")
-    if not pattern.fullmatch(value):
-        raise BadRequest(
-            400,
-            field_name,
-            f"{field_name} may contain only letters, digits, '_', '-' and '.', "
-            "and must start with a letter or digit",
-        )
-    return value
-
-
-def parse_token_request(body: bytes) -> tuple[str, str | None, str | None]:
-    """Validate a token request body; return (room, identity or None, name or None)."""
+def parse_token_request(body: bytes) -> tuple[str | None, str | None]:
+    """Validate a token request body; return (display name or None, invite or None)."""
     try:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise BadRequest(400, "body", "body must be a JSON object") from None
     if not isinstance(data, dict):
         raise BadRequest(400, "body", "body must be a JSON object")
-    unknown = sorted(set(data) - ALLOWED_FIELDS)
-    if unknown:
-        raise BadRequest(400, unknown[0], f"unknown field {unknown[0]!r}; allowed: identity, name, room")
-
-    if "room" not in data:
-        raise BadRequest(400, "room", "room is required")
-    room = _validate_name_field("room", data["room"], ROOM_RE)
-
-    identity = data.get("identity")
-    if identity is not None:
-        identity = _validate_name_field("identity", identity, IDENTITY_RE)
-        if identity.lower().startswith(RESERVED_IDENTITY_PREFIXES):
-            raise BadRequest(400, "identity", "identity must not start with 'agent-' (reserved for agents)")
+    for key in sorted(data):
+        if key in SERVER_CHOSEN:
+            raise BadRequest(400, key, SERVER_CHOSEN[key])
+        if key not in ALLOWED_FIELDS:
+            raise BadRequest(400, key, f"unknown field {key!r}; allowed: invite, name")
 
     name = data.get("name")
     if name is not None:
@@ -189,7 +172,13 @@ def parse_token_request(body: bytes) -> tuple[str, str | None, str | None]:
         if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn") for c in name):
             raise BadRequest(400, "name", "name must not contain control or invisible characters")
         name = name or None
-    return room, identity, name
+
+    invite = data.get("invite")
+    if invite is not None:
+        if not isinstance(invite, str) or not invite.strip():
+            raise BadRequest(400, "invite", "invite must be a non-empty string (the link's invite parameter)")
+        invite = invite.strip()
+    return name, invite
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -211,6 +200,9 @@ class IssuedToken:
     room: str
     identity: str
     expires_at: int
+    invite: str
+    invite_expires_at: int
+    agent_join_timeout_s: float
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -219,6 +211,9 @@ class IssuedToken:
             "room": self.room,
             "identity": self.identity,
             "expires_at": self.expires_at,
+            "invite": self.invite,
+            "invite_expires_at": self.invite_expires_at,
+            "agent_join_timeout_s": self.agent_join_timeout_s,
         }
 
 
@@ -228,9 +223,25 @@ class TokenService:
         self.credentials = credentials
         self.server_url = browser_url(settings.web.livekit_public_url or credentials.url)
         self.limiter = RateLimiter(settings.web.rate_limit_per_minute)
+        self.invites = Invites(credentials.api_secret, settings.web.invite_ttl_s)
+        # Identities this process handed out: a 64-bit collision is all but impossible,
+        # and this makes it impossible outright for as long as the process runs.
+        self._identities: set[str] = set()
 
-    def issue(self, room: str, identity: str | None = None, name: str | None = None) -> IssuedToken:
-        identity = identity or "user-" + secrets.token_hex(6)
+    def _new_identity(self) -> str:
+        while (identity := "user-" + secrets.token_hex(8)) in self._identities:
+            pass
+        self._identities.add(identity)
+        return identity
+
+    @staticmethod
+    def _new_room() -> str:
+        return "call-" + secrets.token_hex(8)
+
+    def issue(self, name: str | None = None, invite: str | None = None) -> IssuedToken:
+        """A token for a fresh room, or for the invite's room; InviteError if it admits no one."""
+        room = self.invites.room_of(invite) if invite is not None else self._new_room()
+        identity = self._new_identity()
         ttl = self.settings.web.token_ttl_s
         grants = api.VideoGrants(
             room_join=True,
@@ -256,7 +267,18 @@ class TokenService:
         signed = token.to_jwt()
         # Report the expiry the token itself carries (read back, so the two cannot differ).
         expires_at = int(jwt.decode(signed, options={"verify_signature": False})["exp"])
-        return IssuedToken(self.server_url, signed, room, identity, expires_at)
+        # The person is now admitted to the room: they may invite others to it.
+        new_invite, invite_exp = self.invites.issue(room)
+        return IssuedToken(
+            self.server_url,
+            signed,
+            room,
+            identity,
+            expires_at,
+            new_invite,
+            invite_exp,
+            self.settings.web.agent_join_timeout_s,
+        )
 
     async def handle(self, request: web.Request) -> web.Response:
         client = client_address(request, self.settings.web.trust_forwarded_for)
@@ -273,10 +295,21 @@ class TokenService:
         try:
             if request.content_type != "application/json":
                 raise BadRequest(415, "content-type", "Content-Type must be application/json")
-            room, identity, name = parse_token_request(await read_body(request))
+            name, invite = parse_token_request(await read_body(request))
+            try:
+                issued = self.issue(name, invite)
+            except InviteError as e:
+                raise BadRequest(403, "invite", str(e)) from None
         except BadRequest as e:
+            if e.field == "invite":
+                logger.info("refused an invite from %s: %s", client, e.reason)
             return error_response(e.status, e.field, e.reason)
 
-        issued = self.issue(room, identity, name)
-        logger.info("issued a token for room %r, identity %r, to %s", issued.room, issued.identity, client)
+        logger.info(
+            "issued a token for room %r, identity %r, to %s (%s)",
+            issued.room,
+            issued.identity,
+            client,
+            "invited" if invite else "new conversation",
+        )
         return web.json_response(issued.as_json(), headers={"Cache-Control": "no-store"})

@@ -99,6 +99,15 @@ class LocalLiveKitServer:
     def http_url(self) -> str:
         return f"http://{self.config.url_host()}:{self.port}"
 
+    async def drop_signal(self, room: str, identity: str) -> bool:
+        """Test hook: cut a participant's signal connection as a network failure would (no
+        leave message), so its SDK starts reconnecting. False if no such connection."""
+        for s in list(self.sessions):
+            if s.room.name == room and s.p.identity == identity and not s.closed:
+                await s.ws.close()
+                return True
+        return False
+
     # ---------------------------------------------------------- lifecycle ---
     async def start(self) -> "LocalLiveKitServer":
         media.install_ice_address_filter()

@@ -490,6 +490,17 @@ async def _validate(server: "LocalLiveKitServer", request: web.Request):
     return claims, room_name, identity
 
 
+async def _refuse_resume(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(max_msg_size=0)
+    await ws.prepare(request)
+    leave = proto_rtc.LeaveRequest(
+        can_reconnect=True, reason=DisconnectReason.STATE_MISMATCH, action=proto_rtc.LeaveRequest.RECONNECT
+    )
+    await ws.send_bytes(proto_rtc.SignalResponse(leave=leave).SerializeToString())
+    await ws.close()
+    return ws
+
+
 def setup(app: web.Application, server: "LocalLiveKitServer") -> None:
     async def rtc_validate(request: web.Request) -> web.Response:
         try:
@@ -509,6 +520,11 @@ def setup(app: web.Application, server: "LocalLiveKitServer") -> None:
             return _error(e.status, e.message)
         manager = server.manager
         room = manager.get_room(room_name)
+        if request.query.get("reconnect") == "1":
+            # A resume: this server keeps no session state across a dropped signal
+            # connection, so, as livekit-server does for a session it no longer knows, it
+            # asks for a full reconnect (the SDK then joins afresh and republishes).
+            return await _refuse_resume(request)
         if room is None:
             rc = claims.room_config
             room = manager.create_room(

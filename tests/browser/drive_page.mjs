@@ -1,19 +1,25 @@
 // Drives the web client in Debian's headless Chromium (playwright-core; no browser download)
-// the way a user would, and reports what the page showed as JSON lines on stdout:
-//   {"event": "joined", ...}   once the page says it is connected
-//   {"event": "result", ...}   at the end (also on failure, with "error")
+// the way people would, and reports what the pages showed as JSON lines on stdout:
+//   {"event": "joined", "scenario", "room", "identity"}   once a page says it is connected
+//   {"event": "scenario", "scenario", ...result}            when a scenario is done (or failed)
+//   {"event": "done"}                                       at the end
+// One browser runs every scenario (each in its own context), to keep the tests' wall time low.
 //
 //   node drive_page.mjs '<json config>'
-// config: { scenario: "conversation" | "mic-refused" | "drop" | "server-gone",
-//           pageUrl, room, name, wav, chat, artifactsDir, timeoutMs }
+// config: { urls: {main, ptt, absent}, wav, artifactsDir, timeoutMs, scenarios: [names] }
 import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { createInterface } from 'node:readline';
 import { join as pathJoin } from 'node:path';
 
 const cfg = JSON.parse(process.argv[2]);
-const timeout = cfg.timeoutMs ?? 30000;
+const timeout = cfg.timeoutMs ?? 45000;
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
 mkdirSync(cfg.artifactsDir, { recursive: true });
+const shot = (page, name) => page.screenshot({ path: pathJoin(cfg.artifactsDir, `${name}.png`), fullPage: false });
+const require = createRequire(import.meta.url);
+const AXE_SOURCE = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
 
 const args = [
   '--no-sandbox',
@@ -29,266 +35,430 @@ const args = [
   '--disable-domain-reliability',
   '--metrics-recording-only',
   '--autoplay-policy=no-user-gesture-required',
+  // Fake devices; the permission to use them is given (or not) per context.
   '--use-fake-device-for-media-stream',
   `--use-file-for-fake-audio-capture=${cfg.wav}`,
 ];
-if (cfg.scenario !== 'mic-refused') {
-  // Grant media without a prompt; share this tab when asked for a screen.
-  args.push('--use-fake-ui-for-media-stream', '--auto-accept-this-tab-capture', '--auto-select-desktop-capture-source=Voice agent');
-}
 
-const result = { scenario: cfg.scenario, console: [], pageErrors: [], cspViolations: [] };
+const DESKTOP = { viewport: { width: 1280, height: 800 } };
+const PHONE = {
+  viewport: { width: 390, height: 844 },
+  deviceScaleFactor: 1,
+  isMobile: true,
+  hasTouch: true,
+  userAgent:
+    'Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile Safari/537.36',
+};
+
 let browser;
-let page;
+const stdinLines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 
-async function text(sel) {
-  return (await page.locator(sel).first().textContent({ timeout: 1000 }).catch(() => null))?.trim() ?? null;
+// Before a call that needs an agent: the test answers once a worker can take the job (on a
+// saturated machine a worker reports itself full and the local server would not dispatch).
+async function ready(scenario, agent) {
+  emit({ event: 'ready', scenario, agent });
+  await stdinLines.next();
 }
 
-async function transcript() {
-  return page.$$eval('#transcript li', (lis) =>
+async function newPage(result, options, granted) {
+  const context = await browser.newContext({ ...options, permissions: granted ? ['microphone', 'camera'] : [] });
+  const page = await context.newPage();
+  page.on('console', (m) => {
+    if (m.type() === 'error') result.console.push(`${m.type()}: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => result.pageErrors.push(String(e)));
+  page.on('response', (r) => {
+    if (r.status() >= 400 && !r.url().includes('/rtc')) result.httpErrors.push(`${r.status()} ${r.url()}`);
+  });
+  await page.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', (e) => {
+      (window.__csp ||= []).push(`${e.violatedDirective} ${e.blockedURI}`);
+    });
+    // every state the agent and the connection show, and the highest levels
+    window.__states = [];
+    window.__status = [];
+    window.__hintSeenWhile = null;
+    window.__micMax = 0;
+    window.__vizMax = 0;
+    const watch = () => {
+      const s = document.getElementById('agent-state')?.dataset.state;
+      if (s && window.__states[window.__states.length - 1] !== s) window.__states.push(s);
+      const c = document.getElementById('status')?.dataset.state;
+      if (c && window.__status[window.__status.length - 1] !== c) window.__status.push(c);
+      const hint = document.getElementById('hint');
+      if (hint && !hint.hidden && window.__hintSeenWhile === null) window.__hintSeenWhile = { state: s, text: hint.textContent };
+      window.__micMax = Math.max(window.__micMax, Number(document.getElementById('mic-level')?.value || 0));
+      window.__vizMax = Math.max(window.__vizMax, Number(document.getElementById('viz')?.dataset.level || 0));
+    };
+    setInterval(watch, 40);
+  });
+  return page;
+}
+
+async function text(page, sel) {
+  return (await page.locator(sel).first().textContent({ timeout: 5000 }).catch(() => null))?.trim() ?? null;
+}
+
+async function transcript(page) {
+  return page.$$eval('#transcript li:not(.separator)', (lis) =>
     lis.map((li) => ({
       speaker: li.dataset.speaker,
       kind: li.dataset.kind,
       final: li.dataset.final === 'true',
+      who: li.querySelector('.who')?.textContent ?? '',
+      time: li.querySelector('time')?.textContent ?? '',
       text: li.querySelector('.text')?.textContent ?? '',
     })),
   );
 }
 
-async function join() {
-  await page.goto(cfg.pageUrl);
-  // Record every agent state the page shows, from before joining.
-  await page.evaluate(() => {
-    window.__states = [];
-    const el = document.getElementById('agent-state');
-    new MutationObserver(() => {
-      const s = el.dataset.state;
-      if (window.__states[window.__states.length - 1] !== s) window.__states.push(s);
-    }).observe(el, { attributes: true, attributeFilter: ['data-state'] });
-  });
-  // And the highest level the microphone meter shows while in the call.
-  await page.evaluate(() => {
-    window.__micMax = 0;
-    setInterval(() => {
-      window.__micMax = Math.max(window.__micMax, Number(document.getElementById('mic-level').value));
-    }, 50);
-  });
-  await page.fill('#room', cfg.room);
-  if (cfg.name) await page.fill('#name', cfg.name);
-  const t0 = Date.now();
-  await page.click('#join');
-  await page.waitForSelector('#connection[data-state="connected"]', { timeout });
-  result.joinWallMs = Date.now() - t0;
-  result.connectMs = Number(await page.getAttribute('#connection', 'data-connect-ms'));
-  result.connectionText = await text('#connection');
-  emit({ event: 'joined', connectMs: result.connectMs });
+async function participants(page) {
+  return page.$$eval('#participants li', (lis) =>
+    lis.map((li) => ({ role: li.dataset.role, name: li.querySelector('.name').textContent, identity: li.dataset.identity })),
+  );
 }
 
-// Measure the agent's audio as played in the page: a Web Audio analyser on the stream of
-// the agent's <audio> element. Returns the loudest moment's level and dominant frequency.
-async function measureAgentAudio(ms) {
-  return page.evaluate(async (ms) => {
-    const deadline = performance.now() + ms;
-    let el = null;
-    while (!el && performance.now() < deadline) {
-      el = [...document.querySelectorAll('#audio-sinks audio')].find((a) => a.srcObject);
-      if (!el) await new Promise((r) => setTimeout(r, 50));
-    }
-    if (!el) return { found: false };
-    const ctx = new AudioContext();
-    await ctx.resume();
-    const src = ctx.createMediaStreamSource(el.srcObject);
-    const an = ctx.createAnalyser();
-    an.fftSize = 8192;
-    an.smoothingTimeConstant = 0;
-    src.connect(an);
-    const td = new Float32Array(an.fftSize);
-    const fd = new Float32Array(an.frequencyBinCount);
-    let best = { rms: 0 };
-    let loudFrames = 0;
-    let frames = 0;
-    let meterMax = 0;
-    while (performance.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 50));
-      an.getFloatTimeDomainData(td);
-      let sum = 0;
-      for (const v of td) sum += v * v;
-      const rms = Math.sqrt(sum / td.length);
-      frames++;
-      meterMax = Math.max(meterMax, Number(document.getElementById('agent-level').value));
-      if (rms > 0.01) loudFrames++;
-      if (rms > best.rms) {
-        an.getFloatFrequencyData(fd);
-        let k = 1;
-        for (let i = 2; i < fd.length - 1; i++) if (fd[i] > fd[k]) k = i;
-        // parabolic interpolation between neighbouring bins
-        const [a, b, c] = [fd[k - 1], fd[k], fd[k + 1]];
-        const p = (a - c) / (2 * (a - 2 * b + c)) || 0;
-        best = { rms, dominantHz: ((k + p) * ctx.sampleRate) / an.fftSize };
+async function alerts(page) {
+  return page.$$eval('#alerts .alert', (els) => Object.fromEntries(els.map((e) => [e.dataset.kind, e.querySelector('p').textContent])));
+}
+
+async function startCall(page, scenario, { name, textOnly } = {}) {
+  if (name || textOnly) {
+    await page.click('.options summary');
+    if (name) await page.fill('#name', name);
+    if (textOnly) await page.check('#mode-text');
+  }
+  const t0 = Date.now();
+  await page.click('#start-button');
+  await page.waitForSelector('#status[data-state="connected"]', { timeout });
+  const joinMs = Date.now() - t0;
+  const room = await page.getAttribute('#status', 'data-room');
+  await page.waitForSelector('#participants li[data-role="you"]', { timeout });
+  const identity = await page.getAttribute('#participants li[data-role="you"]', 'data-identity');
+  emit({ event: 'joined', scenario, room, identity });
+  return { joinMs, room, identity };
+}
+
+// The agent's voice as played in the page: a Web Audio analyser on its <audio> element.
+async function measureAgentAudio(page, agentIdentity, ms) {
+  return page.evaluate(
+    async ({ ms, agentIdentity }) => {
+      const deadline = performance.now() + ms;
+      let el = null;
+      while (!el && performance.now() < deadline) {
+        el = document.querySelector(`#audio-sinks audio[data-participant="${agentIdentity}"]`);
+        if (!el?.srcObject) el = null;
+        if (!el) await new Promise((r) => setTimeout(r, 50));
       }
-      if (loudFrames >= 20 && frames >= 30) break; // a second of sound is enough
-    }
-    await ctx.close();
-    return {
-      found: true,
-      peakRms: best.rms,
-      peakDbfs: best.rms > 0 ? 20 * Math.log10(best.rms) : -Infinity,
-      dominantHz: best.dominantHz ?? null,
-      loudFrames,
-      frames,
-      agentMeterMax: meterMax,
-    };
-  }, ms);
+      if (!el) return { found: false };
+      const ctx = new AudioContext();
+      await ctx.resume();
+      const an = ctx.createAnalyser();
+      an.fftSize = 8192;
+      an.smoothingTimeConstant = 0;
+      ctx.createMediaStreamSource(el.srcObject).connect(an);
+      const td = new Float32Array(an.fftSize);
+      const fd = new Float32Array(an.frequencyBinCount);
+      let best = { rms: 0 };
+      let loud = 0;
+      while (performance.now() < deadline && loud < 12) {
+        await new Promise((r) => setTimeout(r, 50));
+        an.getFloatTimeDomainData(td);
+        let sum = 0;
+        for (const v of td) sum += v * v;
+        const rms = Math.sqrt(sum / td.length);
+        if (rms > 0.01) loud++;
+        if (rms > best.rms) {
+          an.getFloatFrequencyData(fd);
+          let k = 1;
+          for (let i = 2; i < fd.length - 1; i++) if (fd[i] > fd[k]) k = i;
+          const [a, b, c] = [fd[k - 1], fd[k], fd[k + 1]];
+          const p = (a - c) / (2 * (a - 2 * b + c)) || 0;
+          best = { rms, dominantHz: ((k + p) * ctx.sampleRate) / an.fftSize };
+        }
+      }
+      await ctx.close();
+      return { found: true, peakDbfs: best.rms > 0 ? 20 * Math.log10(best.rms) : -999, dominantHz: best.dominantHz ?? null, loud };
+    },
+    { ms, agentIdentity },
+  );
 }
 
-async function chat(message) {
-  const before = (await transcript()).length;
-  const t0 = Date.now();
+async function axe(page) {
+  await page.evaluate(AXE_SOURCE + '\n;0'); // evaluate is not subject to the page's CSP
+  const r = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
+  return r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map((n) => n.target.join(' ')) }));
+}
+
+async function agentIdentityOf(page) {
+  await page.waitForSelector('#participants li[data-role="agent"]', { timeout });
+  return page.getAttribute('#participants li[data-role="agent"]', 'data-identity');
+}
+
+async function chat(page, message) {
+  const before = (await transcript(page)).length;
   await page.fill('#chat-input', message);
   await page.press('#chat-input', 'Enter');
-  // The answer: a final agent entry after the typed message.
   await page.waitForFunction(
     (before) => {
-      const lis = [...document.querySelectorAll('#transcript li')].slice(before);
-      const typed = lis.findIndex((li) => li.dataset.kind === 'chat');
+      const lis = [...document.querySelectorAll('#transcript li:not(.separator)')].slice(before);
+      const typed = lis.findIndex((li) => li.dataset.kind === 'chat' && li.dataset.speaker === 'user');
       return typed >= 0 && lis.slice(typed + 1).some((li) => li.dataset.speaker === 'agent' && li.dataset.final === 'true');
     },
     before,
     { timeout },
   );
-  result.chatReplyMs = Date.now() - t0;
-  const after = (await transcript()).slice(before);
+  const after = (await transcript(page)).slice(before);
   const typed = after.findIndex((e) => e.kind === 'chat');
-  result.chatSent = after[typed]?.text;
-  result.chatReply = after.slice(typed + 1).find((e) => e.speaker === 'agent' && e.final)?.text;
+  return { sent: after[typed]?.text, reply: after.slice(typed + 1).find((e) => e.speaker === 'agent' && e.final)?.text };
 }
 
-async function conversation() {
-  await join();
-  const connectedAt = Date.now();
-  await page.waitForFunction(() => document.getElementById('agent-state').dataset.state !== 'absent', null, { timeout });
-  result.agentSeenAfterConnectMs = Date.now() - connectedAt;
-  result.agentStateText = await text('#agent-state');
-  result.audio = await measureAgentAudio(timeout);
-  // Both sides in the transcript: the agent's words and the user's transcribed speech.
-  await page.waitForSelector('#transcript li[data-speaker="agent"][data-final="true"]', { timeout });
+async function pageState(page) {
+  return page.evaluate(() => ({
+    states: window.__states,
+    status: window.__status,
+    hintSeenWhile: window.__hintSeenWhile,
+    micMax: window.__micMax,
+    vizMax: window.__vizMax,
+    csp: window.__csp || [],
+  }));
+}
+
+// ---------------------------------------------------------------------------- scenarios
+
+// One person: one click, the greeting, the device pickers, speech, chat, a second person
+// from the invite link (at phone size), end, the end screen, start again.
+async function conversation(r) {
+  const page = await newPage(r, DESKTOP, true);
+  await page.goto(cfg.urls.main);
+  await ready('conversation', 'gemini-agent');
+  r.startTitle = await text(page, '#start-title');
+  await shot(page, 'start-1280');
+  r.axeStart = await axe(page);
+  Object.assign(r, await startCall(page, 'conversation', { name: 'Ada' }));
+  const agent = await agentIdentityOf(page);
+  r.greetingAudio = await measureAgentAudio(page, agent, timeout);
+  r.agentTranscriptFirst = (await page.waitForSelector('#transcript li[data-speaker="agent"][data-final="true"]', { timeout }))
+    ? (await transcript(page)).find((e) => e.speaker === 'agent')
+    : null;
+
+  // device pickers: list the fake devices, switch the microphone during the call
+  await page.click('#devices');
+  await page.waitForSelector('#devices-dialog[open]');
+  r.devices = await page.evaluate(() =>
+    Object.fromEntries(
+      ['mic-device', 'camera-device', 'speaker-device'].map((id) => [id, [...document.getElementById(id).options].map((o) => o.textContent)]),
+    ),
+  );
+  const micOptions = await page.$$eval('#mic-device option', (os) => os.map((o) => ({ value: o.value, label: o.textContent, selected: o.selected })));
+  const other = micOptions.find((o) => !o.selected && o.value !== 'default') || micOptions.find((o) => !o.selected);
+  r.micSwitchedTo = other?.label;
+  if (other) {
+    await page.selectOption('#mic-device', other.value);
+    await page.waitForFunction((v) => document.getElementById('mic-device').value === v, other.value, { timeout });
+  }
+  await page.click('#devices-dialog button[type="submit"]');
+  r.statusAfterSwitch = await page.getAttribute('#status', 'data-state');
+
+  // the person speaks (the fake microphone, after its silence); both lines final
   await page.waitForSelector('#transcript li[data-speaker="user"][data-kind="speech"][data-final="true"]', { timeout });
-  result.micMeterMax = await page.evaluate(() => window.__micMax);
-  await chat(cfg.chat);
-  result.micButton = await text('#mic');
-  result.transcript = await transcript();
-  result.states = await page.evaluate(() => window.__states);
-  await page.screenshot({ path: pathJoin(cfg.artifactsDir, 'conversation.png'), fullPage: true });
-  result.screenshot = pathJoin(cfg.artifactsDir, 'conversation.png');
-  await page.click('#leave');
-  await page.waitForSelector('#connection[data-state="disconnected"]', { timeout });
-  result.afterLeaveText = await text('#connection');
-  result.alertAfterLeave = (await page.isVisible('#alert')) ? await text('#alert') : null;
-}
-
-async function micRefused() {
-  await join();
-  await page.waitForSelector('#alert:not([hidden])', { timeout });
-  result.alert = await text('#alert');
-  result.micButton = await text('#mic');
-  result.micPressed = await page.getAttribute('#mic', 'aria-pressed');
-  result.connectionState = await page.getAttribute('#connection', 'data-state');
-  // Like a user, let the agent finish its greeting, then type.
-  await page.waitForSelector('#transcript li[data-speaker="agent"][data-final="true"]', { timeout });
-  await chat(cfg.chat);
-  result.transcript = await transcript();
-  await page.screenshot({ path: pathJoin(cfg.artifactsDir, 'mic-refused.png'), fullPage: true });
-}
-
-async function drop() {
-  await join();
-  // The test now ends the connection from the server side.
-  await page.waitForSelector('#alert:not([hidden])', { timeout });
-  result.alert = await text('#alert');
-  await page.waitForSelector('#connection[data-state="disconnected"]', { timeout });
-  result.connectionText = await text('#connection');
-  result.joinVisible = await page.isVisible('#join');
-  await page.screenshot({ path: pathJoin(cfg.artifactsDir, 'drop.png'), fullPage: true });
-}
-
-async function toggles() {
-  await join();
-  const shown = async () => ({
-    camera: await text('#camera'),
-    screen: await text('#screen'),
-    videos: await page.$$eval('#videos figcaption', (els) => els.map((e) => e.textContent)),
-  });
-  await page.click('#camera');
-  await page.waitForSelector('#camera[aria-pressed="true"]', { timeout });
-  await page.waitForSelector('#videos figure video', { timeout });
-  // The preview plays real frames from the (fake) camera.
-  await page.waitForFunction(() => [...document.querySelectorAll('#videos video')].some((v) => v.videoWidth > 0 && v.currentTime > 0), null, { timeout });
-  result.cameraOn = await shown();
-  await page.click('#screen');
   await page.waitForFunction(
-    () => document.getElementById('screen').getAttribute('aria-pressed') === 'true' || !document.getElementById('alert').hidden,
+    () => {
+      const lis = [...document.querySelectorAll('#transcript li:not(.separator)')];
+      const u = lis.findIndex((li) => li.dataset.speaker === 'user' && li.dataset.kind === 'speech');
+      return u >= 0 && lis.slice(u + 1).some((li) => li.dataset.speaker === 'agent' && li.dataset.final === 'true');
+    },
     null,
     { timeout },
   );
-  result.screenOn = await shown();
-  result.screenAlert = (await page.isVisible('#alert')) ? await text('#alert') : null;
-  await page.screenshot({ path: pathJoin(cfg.artifactsDir, 'toggles.png'), fullPage: true });
-  await page.click('#camera');
-  await page.waitForSelector('#camera[aria-pressed="false"]', { timeout });
-  if (result.screenOn.screen.endsWith('on')) {
-    await page.click('#screen');
-    await page.waitForSelector('#screen[aria-pressed="false"]', { timeout });
-  }
-  await page.click('#mic');
-  await page.waitForSelector('#mic[aria-pressed="false"]', { timeout });
-  result.allOff = { ...(await shown()), mic: await text('#mic') };
+  r.chat = await chat(page, cfg.chat);
+  r.inviteLink = await page.inputValue('#invite-link');
+
+  // a second person joins from the invite link, on a phone-sized screen
+  const phone = await newPage(r, PHONE, true);
+  await phone.goto(r.inviteLink);
+  r.guestStartTitle = await text(phone, '#start-title');
+  r.guestButton = await text(phone, '#start-button');
+  await startCall(phone, 'guest', { name: 'Grace', textOnly: true });
+  r.guestRoom = await phone.getAttribute('#status', 'data-room');
+  await phone.waitForFunction(() => document.querySelectorAll('#participants li').length >= 3, null, { timeout });
+  await page.waitForFunction(() => document.querySelectorAll('#participants li').length >= 3, null, { timeout });
+  r.guestSees = await participants(phone);
+  r.hostSees = await participants(page);
+  r.guestScreenHidden = await phone.isHidden('#screen');
+  r.hostScreenVisible = await page.isVisible('#screen');
+  await shot(phone, 'meeting-390-chat'); // text only: the chat sheet opens at once
+  await phone.click('#chat-toggle');
+  r.guestSheetClosed = (await phone.getAttribute('#side', 'data-open')) === 'false';
+  await shot(phone, 'meeting-390');
+  r.guestAudio = await phone.evaluate(() => [...document.querySelectorAll('#audio-sinks audio')].map((a) => ({ who: a.dataset.participant, silent: a.muted || a.volume === 0 })));
+
+  r.transcript = await transcript(page);
+  await shot(page, 'call-1280');
+  r.axeCall = await axe(page);
+  await page.click('#theme');
+  r.themeAfterSwitch = await page.evaluate(() => document.documentElement.dataset.theme);
+  await shot(page, 'call-1280-dark');
+  r.axeCallDark = await axe(page);
+  await page.click('#theme');
+  r.copyEnabled = await page.isEnabled('#copy');
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
+  r.downloadName = download.suggestedFilename();
+  r.downloadText = readFileSync(await download.path(), 'utf8');
+
+  await phone.click('#end');
+  await phone.waitForSelector('#ended:not([hidden])', { timeout });
+  await page.waitForFunction(() => document.querySelectorAll('#participants li').length === 2, null, { timeout });
+
+  // end the call: the end screen, the transcript kept, start again
+  await page.click('#end');
+  await page.waitForSelector('#ended:not([hidden])', { timeout });
+  r.endedTitle = await text(page, '#ended-title');
+  r.endedReason = await text(page, '#ended-reason');
+  r.transcriptAfterEnd = (await transcript(page)).length;
+  r.controlsHiddenAfterEnd = await page.isHidden('#controls');
+  await shot(page, 'ended-1280');
+  r.axeEnded = await axe(page);
+  await ready('restart', 'gemini-agent');
+  await page.click('#restart');
+  await page.waitForSelector('#status[data-state="connected"]', { timeout });
+  r.restartRoom = await page.getAttribute('#status', 'data-room');
+  r.transcriptAfterRestart = (await transcript(page)).length;
+  r.separators = await page.$$eval('#transcript li.separator', (els) => els.map((e) => e.textContent));
+  Object.assign(r, await pageState(page));
+  r.guestState = await pageState(phone);
+  await page.click('#end');
+  await page.waitForSelector('#ended:not([hidden])', { timeout });
+  await phone.context().close();
+  await page.context().close();
 }
 
-async function serverGone() {
-  await join();
-  // The test now stops the LiveKit server; the page must say the connection is gone.
-  const t0 = Date.now();
-  await page.waitForSelector('#alert:not([hidden])', { timeout: cfg.giveUpTimeoutMs ?? 120000 });
-  result.alertAfterMs = Date.now() - t0;
-  result.alert = await text('#alert');
-  await page.waitForSelector('#connection[data-state="disconnected"]', { timeout });
-  result.connectionText = await text('#connection');
-  result.joinVisible = await page.isVisible('#join');
-  await page.screenshot({ path: pathJoin(cfg.artifactsDir, 'server-gone.png'), fullPage: true });
+// Chat only: no microphone asked for, typed messages answered.
+async function textOnly(r) {
+  // the narrowest phone the page is made for; no permission needed: nothing is asked
+  const page = await newPage(r, { ...PHONE, viewport: { width: 360, height: 740 } }, false);
+  await page.goto(cfg.urls.main);
+  await ready('text-only', 'gemini-agent');
+  Object.assign(r, await startCall(page, 'text-only', { textOnly: true }));
+  await agentIdentityOf(page);
+  // like a person, read the greeting before typing
+  await page.waitForSelector('#transcript li[data-speaker="agent"][data-final="true"]', { timeout });
+  r.micPublished = await page.evaluate(() => document.getElementById('mic').getAttribute('aria-pressed'));
+  r.alerts = await alerts(page);
+  r.chat = await chat(page, cfg.chat);
+  r.transcript = await transcript(page);
+  await shot(page, 'text-only-360');
+  Object.assign(r, await pageState(page));
+  await page.click('#end');
+  await page.waitForSelector('#ended:not([hidden])', { timeout });
+  await page.context().close();
 }
+
+// Push-to-talk: the agent asks for it; the button frames the turn.
+async function pushToTalk(r) {
+  const page = await newPage(r, DESKTOP, true);
+  await page.goto(cfg.urls.ptt);
+  await ready('push-to-talk', 'ptt-agent');
+  Object.assign(r, await startCall(page, 'push-to-talk'));
+  await agentIdentityOf(page);
+  await page.waitForSelector('#ptt:not([hidden])', { timeout });
+  r.pttLabel = await text(page, '#ptt');
+  // keyboard: hold space across the fake microphone's sentence, release after it
+  await page.focus('#ptt');
+  await page.keyboard.down('Space');
+  r.pressedBySpace = await page.getAttribute('#ptt', 'aria-pressed');
+  await page.waitForFunction(() => Number(document.getElementById('mic-level').value) > 0.4, null, { timeout });
+  await page.waitForFunction(
+    () => {
+      const v = Number(document.getElementById('mic-level').value);
+      const now = performance.now();
+      if (v > 0.3) window.__lastLoud = now;
+      return now - (window.__lastLoud || now) > 800;
+    },
+    null,
+    { timeout, polling: 50 },
+  );
+  await page.keyboard.up('Space');
+  await page.waitForSelector('#transcript li[data-speaker="user"][data-kind="speech"][data-final="true"]', { timeout });
+  await page.waitForFunction(
+    () => {
+      const lis = [...document.querySelectorAll('#transcript li:not(.separator)')];
+      const u = lis.findIndex((li) => li.dataset.speaker === 'user' && li.dataset.kind === 'speech');
+      return u >= 0 && lis.slice(u + 1).some((li) => li.dataset.speaker === 'agent' && li.dataset.final === 'true');
+    },
+    null,
+    { timeout },
+  );
+  r.transcript = await transcript(page);
+  // mouse (touch works through the same pointer events): pressed while held
+  await page.hover('#ptt');
+  await page.mouse.down();
+  r.pressedWhileHeld = await page.getAttribute('#ptt', 'aria-pressed');
+  await page.mouse.up();
+  r.pressedAfterRelease = await page.getAttribute('#ptt', 'aria-pressed');
+  await shot(page, 'push-to-talk-1280');
+  Object.assign(r, await pageState(page));
+  await page.click('#end');
+  await page.waitForSelector('#ended:not([hidden])', { timeout });
+  await page.context().close();
+}
+
+// No worker for this page's agent, and the microphone refused: both explained; then the
+// server drops the signal connection (the test does it on "joined") and the page reconnects.
+async function noAgent(r) {
+  const page = await newPage(r, PHONE, false);
+  await page.goto(cfg.urls.absent);
+  Object.assign(r, await startCall(page, 'no-agent'));
+  await page.waitForSelector('#alerts [data-kind="mic"]', { timeout });
+  await page.waitForSelector('#alerts [data-kind="agent-missing"]', { timeout });
+  r.alerts = await alerts(page);
+  r.agentState = await text(page, '#agent-state');
+  r.micPressed = await page.getAttribute('#mic', 'aria-pressed');
+  await shot(page, 'no-agent-390');
+  await page.waitForFunction(() => window.__status.includes('reconnecting'), null, { timeout });
+  r.reconnectingText = await text(page, '#status');
+  await page.waitForFunction(() => window.__status.slice(window.__status.indexOf('reconnecting')).includes('connected'), null, { timeout });
+  r.afterReconnect = await text(page, '#status');
+  Object.assign(r, await pageState(page));
+  await page.click('#end');
+  await page.waitForSelector('#ended:not([hidden])', { timeout });
+  r.endedReason = await text(page, '#ended-reason');
+  await page.context().close();
+}
+
+const SCENARIOS = { conversation, 'text-only': textOnly, 'push-to-talk': pushToTalk, 'no-agent': noAgent };
 
 try {
   browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args });
-  const context = await browser.newContext({ viewport: { width: 1000, height: 900 } });
-  if (cfg.scenario === 'mic-refused') await context.clearPermissions();
-  page = await context.newPage();
-  page.on('console', (m) => {
-    if (m.type() === 'error' || m.type() === 'warning') result.console.push(`${m.type()}: ${m.text()}`);
-  });
-  page.on('pageerror', (e) => result.pageErrors.push(String(e)));
-  await page.addInitScript(() => {
-    document.addEventListener('securitypolicyviolation', (e) => {
-      (window.__csp ||= []).push(`${e.violatedDirective} ${e.blockedURI}`);
-    });
-  });
-  const run = { conversation, 'mic-refused': micRefused, drop, 'server-gone': serverGone, toggles }[cfg.scenario];
-  await run();
-  result.cspViolations = await page.evaluate(() => window.__csp || []);
-  result.ok = true;
-} catch (e) {
-  result.ok = false;
-  result.error = String(e?.stack || e);
-  try {
-    result.transcript = await transcript();
-    result.connectionText = await text('#connection');
-    result.alert = (await page.isVisible('#alert')) ? await text('#alert') : null;
-    result.states = await page.evaluate(() => window.__states);
-    await page.screenshot({ path: pathJoin(cfg.artifactsDir, `${cfg.scenario}-failure.png`), fullPage: true });
-  } catch {
-    /* the page is gone */
+  for (const name of cfg.scenarios) {
+    const r = { scenario: name, console: [], pageErrors: [], httpErrors: [] };
+    const t0 = Date.now();
+    try {
+      await SCENARIOS[name](r);
+      r.ok = true;
+    } catch (e) {
+      r.ok = false;
+      r.error = String(e?.stack || e);
+      for (const ctx of browser.contexts()) {
+        for (const [i, p] of ctx.pages().entries()) {
+          try {
+            r[`failureTranscript${i}`] = await transcript(p);
+            r[`failureAlerts${i}`] = await alerts(p);
+            r[`failureState${i}`] = await pageState(p);
+            r[`failureAudioSinks${i}`] = await p.$$eval('#audio-sinks audio', (els) => els.map((e) => e.dataset.participant));
+            await shot(p, `${name}-failure-${i}`);
+          } catch {
+            /* the page is gone */
+          }
+        }
+        await ctx.close().catch(() => {});
+      }
+    }
+    r.wallMs = Date.now() - t0;
+    emit({ event: 'scenario', ...r });
   }
 } finally {
-  emit({ event: 'result', ...result });
+  emit({ event: 'done' });
   await browser?.close().catch(() => {});
+  process.exit(0); // stdin (the test's answers) may still be open
 }
