@@ -179,7 +179,8 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
         "starting session",
         extra={"room": ctx.room.name, "participant": participant.identity, "sip": is_phone_call},
     )
-    session = build_session(settings, echo_warmup_s=echo_warmup(settings, participant), model=model)
+    warmup_s = echo_warmup(settings, participant)
+    session = build_session(settings, echo_warmup_s=warmup_s, model=model)
     if audio_out is not None:
         session.output.audio = audio_out
         if publish is None:
@@ -193,6 +194,8 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
         room_options=room_options(settings, participant),
     )
     mark("session_started")
+    # the web client hints that speech over the greeting is not heard for this long
+    await ctx.room.local_participant.set_attributes({"lk.echo_warmup_s": f"{warmup_s or 0:g}"})
     # Gemini unreachable for good (agents/gemini/connection.py): tell the caller, end the call
     failure = asyncio.create_task(end_call_when_gemini_fails(
         ctx, session, session.current_agent.realtime_llm_session.failure, settings.connection,

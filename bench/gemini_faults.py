@@ -13,7 +13,10 @@ never answered in full, replies cut (heard partly before a fault), caller audio 
 (seconds of questions never answered), and the extra delay a fault adds to the next
 reply (p50/p95 over the replies that followed a fault, minus the fault-free median).
 
-    python bench/gemini_faults.py [--calls 3] [--faults 100] [--seed 1]
+    python bench/gemini_faults.py [--calls 3] [--faults 100] [--mean-interval 6] [--seed 1]
+
+A call gets a fault every `--mean-interval` seconds on average: far more often than the
+service fails, yet leaving each call the few seconds a recovery takes.
 """
 
 from __future__ import annotations
@@ -127,17 +130,15 @@ async def run_call(call: Call, server: OfflineGeminiServer, stop: asyncio.Event,
         await speaker.aclose()
 
 
-async def inject(server: OfflineGeminiServer, calls: list[Call], count: int, rng: random.Random,
-                 mean_interval: float, log: list[tuple[str, str]]) -> None:
-    while len(log) < count:
+async def inject(server: OfflineGeminiServer, call: Call, rng: random.Random, mean_interval: float,
+                 log: list[tuple[str, str]], count: int) -> None:
+    """Faults into one call's connections at random moments, `mean_interval` apart on average
+    (a Poisson process per call, so every call sees the same fault rate)."""
+    while len(log) < count and not call.lost:
         await asyncio.sleep(rng.expovariate(1.0 / mean_interval))
-        live = [c for c in calls if not c.lost]
-        if not live:
-            return
-        call = rng.choice(live)
         sessions = [s for s in server.active_sessions
                     if s.headers.get("x-goog-api-key") == call.key and s.setup_done.is_set() and not s.stalled]
-        if not sessions:
+        if not sessions or len(log) >= count:
             continue
         target, kind = sessions[-1], rng.choice(KINDS)
         call.fault_times.append(time.perf_counter())
@@ -154,10 +155,8 @@ async def inject(server: OfflineGeminiServer, calls: list[Call], count: int, rng
         elif kind == "stall":
             target.stall()
         elif kind == "setup_stall":
-            server.script.stall_setup = True
+            server.script.stall_setups(1)
             await target.close(1011, "Internal error encountered.")
-            await asyncio.sleep(0.3)
-            server.script.stall_setup = False
 
 
 def _ms(seconds: float) -> str:
@@ -194,7 +193,12 @@ async def main(args: argparse.Namespace) -> None:
         log: list[tuple[str, str]] = []
         tasks = [asyncio.create_task(run_call(c, server, stop, random.Random(rng.random()))) for c in calls]
         await asyncio.sleep(2.0)
-        await asyncio.wait_for(inject(server, calls, args.faults, rng, args.mean_interval, log), args.max_seconds)
+        injectors = [inject(server, c, random.Random(rng.random()), args.mean_interval, log, args.faults)
+                     for c in calls]
+        try:
+            await asyncio.wait_for(asyncio.gather(*injectors), args.max_seconds)
+        except asyncio.TimeoutError:
+            print(f"stopped injecting after --max-seconds {args.max_seconds:g}")
         await asyncio.sleep(8.0)  # the last faults' questions get their chance
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -217,7 +221,8 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--calls", type=int, default=3, help="concurrent calls per variant")
     p.add_argument("--faults", type=int, default=100, help="faults to inject in all")
-    p.add_argument("--mean-interval", type=float, default=0.6, help="mean seconds between faults")
+    p.add_argument("--mean-interval", type=float, default=6.0,
+                   help="mean seconds between faults in one call (each call gets its own)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--max-seconds", type=float, default=600)
     asyncio.run(main(p.parse_args()))
