@@ -18,6 +18,7 @@ from livekit.agents.voice.agent_session import VoiceActivityVideoSampler
 
 from . import audio_path, push_to_talk
 from .assistant import Assistant
+from .observability.call import observe_call
 from .model import GeminiRealtimeModel, build_realtime_model, warm_up_client, warm_up_types
 from .model import tls_context as model_tls_context
 from .participants import follow_participants
@@ -178,6 +179,7 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
         extra={"room": ctx.room.name, "participant": participant.identity, "sip": is_phone_call},
     )
     session = build_session(settings, echo_warmup_s=echo_warmup(settings, participant), model=model)
+    observe_call(ctx, session, participant)  # metrics and log context (agents/observability)
     if audio_out is not None:
         session.output.audio = audio_out
         if publish is None:

@@ -268,6 +268,25 @@ class WebSettings(_Section):
         return v
 
 
+class ObservabilitySettings(_Section):
+    # Prometheus /metrics of the worker (the framework's and the product's, every job
+    # process included); null = off, 0 = any free port (several workers on one host).
+    metrics_port: int | None = Field(default=8082, ge=0, le=65535)
+    # OpenTelemetry traces of every call (the agents framework's spans) sent over OTLP/HTTP,
+    # e.g. http://otel-collector:4318/v1/traces; "" = tracing off.
+    tracing_otlp_endpoint: str = ""
+    # Put conversation text (transcripts, tool arguments) in the spans; off keeps only timings.
+    tracing_include_content: bool = False
+
+    @field_validator("tracing_otlp_endpoint")
+    @classmethod
+    def _otlp_endpoint(cls, v: str) -> str:
+        v = v.strip()
+        if v and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", v):
+            raise ValueError("must be an http:// or https:// URL (OTLP over HTTP), or empty")
+        return v
+
+
 class Settings(BaseSettings):
     """Everything that shapes the agent, validated before any connection is made."""
 
@@ -288,6 +307,7 @@ class Settings(BaseSettings):
     latency: LatencySettings = LatencySettings()
     worker: WorkerSettings = WorkerSettings()
     web: WebSettings = WebSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
 
     @classmethod
     def settings_customise_sources(
