@@ -114,3 +114,19 @@ async def test_start_on_a_port_in_use_names_the_port_and_its_setting(livekit, se
     assert code == 1
     line = one_error_line(err)
     assert f"port {port} is already in use" in line and setting in line
+
+
+@pytest.mark.parametrize("flag", ["--livekit-port", "--web-port"])
+async def test_a_second_local_run_names_the_port_and_the_flag(flag, tmp_path):
+    """What a second `agent.py local` meets: its ports taken by the first."""
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ports = {"--livekit-port": "0", "--web-port": "0", flag: str(port)}
+        code, out, err = await agent("local", *[a for kv in ports.items() for a in kv],
+                                     env=clean_env(TMPDIR=str(tmp_path)))
+    assert code == 1
+    line = one_error_line(err)
+    assert f"port {port} " in line and "already in use" in line and flag in line
+    assert not list(tmp_path.iterdir())  # nothing left behind
