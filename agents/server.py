@@ -48,6 +48,15 @@ class ProductServer(AgentServer):
             self.failure = e
 
 
+def _calls_load(max_calls: int):
+    """Load as the share of this worker's calls (worker.max_calls), instead of host CPU."""
+
+    def load(server: AgentServer) -> float:
+        return min(1.0, len(server.active_jobs) / max_calls)
+
+    return load
+
+
 def _reap_metrics_of_dead_jobs() -> None:
     if os.environ.get(multiproc.ENV):
         task = asyncio.get_running_loop().create_task(multiproc.reap_forever(), name="metrics_reaper")
@@ -68,6 +77,7 @@ def create_server(settings: Settings) -> ProductServer:
         port=w.http_port,
         num_idle_processes=w.num_idle_processes,
         load_threshold=w.load_threshold,
+        load_fnc=_calls_load(w.max_calls) if w.max_calls else None,
         job_executor_type=JobExecutorType(w.job_executor),
         job_memory_warn_mb=w.job_memory_warn_mb,
         job_memory_limit_mb=w.job_memory_limit_mb,

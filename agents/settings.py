@@ -203,6 +203,9 @@ class WorkerSettings(_Section):
     # Above this CPU load (0-1) the worker tells LiveKit it is full; LiveKit then
     # dispatches new rooms to other workers.
     load_threshold: float = Field(default=0.7, gt=0.0, le=1.0)
+    # What "load" is: 0 = the host's CPU use (the framework's default); N > 0 = calls in
+    # progress / N, for a worker sized to N calls (docs/scaling.md) on a host it shares.
+    max_calls: int = Field(default=0, ge=0, le=1000)
     # How each call (job) runs: "process" = its own process (a crash or a leak stays in
     # that call; memory limits apply), "thread" = a thread of the worker process (shared
     # memory, far fewer MB per call; one job's crash or blocking code hits every call).
