@@ -170,3 +170,4 @@ async def test_metrics_logs_and_traces_after_real_calls(worker, stack, otlp, spe
 
     await asyncio.wait_for(spans_arrived(), 30)
     assert any(r.get("service.name") == "gemini-agent" for r in otlp.resources)
+
