@@ -78,6 +78,7 @@ def create_server(settings: Settings) -> ProductServer:
         num_idle_processes=w.num_idle_processes,
         load_threshold=w.load_threshold,
         load_fnc=_calls_load(w.max_calls) if w.max_calls else None,
+        max_retry=w.connect_retries,
         job_executor_type=JobExecutorType(w.job_executor),
         job_memory_warn_mb=w.job_memory_warn_mb,
         job_memory_limit_mb=w.job_memory_limit_mb,

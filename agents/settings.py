@@ -206,6 +206,9 @@ class WorkerSettings(_Section):
     # What "load" is: 0 = the host's CPU use (the framework's default); N > 0 = calls in
     # progress / N, for a worker sized to N calls (docs/scaling.md) on a host it shares.
     max_calls: int = Field(default=0, ge=0, le=1000)
+    # Reconnection attempts when the LiveKit connection drops (2 s apart, growing to 10 s;
+    # 16 = the framework's ~2 minutes); then the worker exits 1 for its supervisor to restart.
+    connect_retries: int = Field(default=16, ge=0, le=1000)
     # How each call (job) runs: "process" = its own process (a crash or a leak stays in
     # that call; memory limits apply), "thread" = a thread of the worker process (shared
     # memory, far fewer MB per call; one job's crash or blocking code hits every call).

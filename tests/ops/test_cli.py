@@ -116,7 +116,7 @@ async def test_start_on_a_port_in_use_names_the_port_and_its_setting(livekit, se
     assert f"port {port} is already in use" in line and setting in line
 
 
-@pytest.mark.parametrize("flag", ["--livekit-port", "--web-port"])
+@pytest.mark.parametrize("flag", ["--livekit-port"])
 async def test_a_second_local_run_names_the_port_and_the_flag(flag, tmp_path):
     """What a second `agent.py local` meets: its ports taken by the first."""
     with socket.socket() as taken:
@@ -130,3 +130,28 @@ async def test_a_second_local_run_names_the_port_and_the_flag(flag, tmp_path):
     line = one_error_line(err)
     assert f"port {port} " in line and "already in use" in line and flag in line
     assert not list(tmp_path.iterdir())  # nothing left behind
+
+
+async def test_a_worker_that_loses_livekit_exits_non_zero_with_one_line():
+    """LiveKit goes away under a running worker: after its retries (here 1) it exits 1 with
+    one line saying so, instead of the framework's exit 0."""
+    server = await LocalLiveKitServer(load_config(ROOT / "livekit.yaml", port=0)).start()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "agent.py", "start", cwd=str(ROOT), stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=clean_env(
+                **GOOGLE, LIVEKIT_URL=server.url, LIVEKIT_API_KEY=server.api_key,
+                LIVEKIT_API_SECRET=server.api_secret, AGENT_WORKER__CONNECT_RETRIES="1",
+                AGENT_WORKER__HTTP_PORT="0", AGENT_OBSERVABILITY__METRICS_PORT="0",
+                AGENT_WORKER__NUM_IDLE_PROCESSES="0"))
+        await server.workers.wait_for_worker("gemini-agent", timeout=60)
+    finally:
+        await server.stop()
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    assert proc.returncode == 1, err.decode()[-2000:]
+    line = one_error_line(err.decode())
+    assert "lost the connection to LiveKit" in line and "LIVEKIT_URL" in line
