@@ -67,7 +67,9 @@ async def stack(tmp_path_factory):
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def worker(stack, otlp):
-    w = await stack.start_worker({**HEADSET_AGENT_ENV, "AGENT_OBSERVABILITY__TRACING_OTLP_ENDPOINT": otlp.url})
+    # load by calls, not by the CPU of this shared machine (a saturated CPU reads as full)
+    w = await stack.start_worker({**HEADSET_AGENT_ENV, "AGENT_WORKER__MAX_CALLS": "10",
+                                  "AGENT_OBSERVABILITY__TRACING_OTLP_ENDPOINT": otlp.url})
     yield w
     await w.stop()
 
@@ -80,9 +82,19 @@ async def scrape(worker) -> dict[tuple[str, tuple], float]:
             break
         await asyncio.sleep(0.1)
     assert m, worker.log_tail()
-    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{m.group(1)}/metrics") as r:
-        assert r.status == 200
-        text = await r.text()
+    # the framework binds all interfaces; with port 0 its log names one socket's port, the
+    # IPv4 or the IPv6 one
+    async with aiohttp.ClientSession() as http:
+        for host in ("127.0.0.1", "[::1]"):
+            try:
+                async with http.get(f"http://{host}:{m.group(1)}/metrics") as r:
+                    assert r.status == 200
+                    text = await r.text()
+                    break
+            except aiohttp.ClientConnectorError:
+                continue
+        else:
+            raise AssertionError(f"nothing listens on port {m.group(1)}")
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for fam in text_string_to_metric_families(text) for s in fam.samples}
 
@@ -107,7 +119,7 @@ async def test_metrics_logs_and_traces_after_real_calls(worker, stack, otlp, spe
         meeting = [await join(stack, "obs-meeting", "carol"), await join(stack, "obs-meeting", "dave")]
         callers = [browser, phone, *meeting]
         for c in callers:
-            await c.wait_agent()
+            await c.wait_agent(timeout=60)
         await browser.wait_for(lambda: "listening" in [s for _, s in browser.agent_states], 30, "the agent to listen")
         browser.say(speech("What time is it on Mars?"))
         await browser.wait_reply(await browser.wait_spoken())
@@ -121,8 +133,10 @@ async def test_metrics_logs_and_traces_after_real_calls(worker, stack, otlp, spe
         assert value(during, "gemini_agent_calls_total", kind="phone") == 1
         # the framework's own worker metrics are on the same endpoint
         assert value(during, "lk_agents_active_job_count", nodename=os.uname().nodename) == 3
-        # one question, one reply (after the tool call), one failed tool call
-        assert value(during, "gemini_agent_turns_total") == 1
+        # a reply for each the model sent (the question may reach it as more than one turn
+        # on a busy machine), one failed tool call
+        replies = sum(len(s.replies) for s in stack.gemini.sessions)
+        assert replies >= 1 and value(during, "gemini_agent_turns_total") == replies
         assert value(during, "gemini_agent_tool_calls_total", tool="get_current_time") == 1
         assert value(during, "gemini_agent_tool_errors_total", tool="get_current_time") == 1
         assert value(during, "gemini_agent_model_tokens_total", kind="input_audio") > 0

@@ -95,8 +95,12 @@ async def test_three_workers_share_rooms_by_load_drain_and_survive_a_kill(tmp_pa
             placed = {"scale-0": await asyncio.wait_for(_worker_of_caller(rooms, "scale-0"), 30)}
             for n in names:
                 placed[n] = await rooms.agent_joined(n)
-            # spread by load: each worker full at 4 calls takes exactly its share
-            assert sorted(collections.Counter(placed.values()).values()) == [4, 4, 4], placed
+            # spread by load: each worker, full at 4 calls, takes about its share (a worker can
+            # take one more while its last accepted call is starting: the framework frees the
+            # reserved slot before the call counts as active). At random, one worker in six
+            # would get 2 or fewer.
+            counts = collections.Counter(placed.values())
+            assert len(counts) == 3 and min(counts.values()) >= 3, placed
 
             drained_id = placed["scale-0"]
             others = [wid for wid in by_id if wid != drained_id]
@@ -104,8 +108,22 @@ async def test_three_workers_share_rooms_by_load_drain_and_survive_a_kill(tmp_pa
             for n in names:
                 if placed[n] != drained_id:
                     await rooms.leave(n)
+            registry = stack.livekit.workers.workers
+
+            async def others_free() -> None:  # their calls ended and they said so to LiveKit
+                while not all(wid in registry and not registry[wid].jobs and registry[wid].available
+                              and registry[wid].load < 1.0 for wid in others):
+                    await asyncio.sleep(0.2)
+
+            await asyncio.wait_for(others_free(), 30)
             drained = by_id[drained_id]
             drained.proc.send_signal(signal.SIGTERM)
+
+            async def draining_seen() -> None:
+                while drained_id in registry and registry[drained_id].available:
+                    await asyncio.sleep(0.1)
+
+            await asyncio.wait_for(draining_seen(), 10)
 
             # new rooms go to the other workers
             for n in ("after-drain-1", "after-drain-2"):
