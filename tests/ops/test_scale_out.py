@@ -27,11 +27,12 @@ WORKER_ENV = {**HEADSET_AGENT_ENV, "AGENT_WORKER__JOB_EXECUTOR": "thread", "AGEN
               "AGENT_WORKER__NUM_IDLE_PROCESSES": "4", "AGENT_WORKER__LOAD_THRESHOLD": "1.0"}
 
 
-def worker_id(worker) -> str:
-    for line in worker.log_tail(10**6).splitlines():
-        if '"registered worker"' in line:
-            return json.loads(line)["id"]
-    raise AssertionError(worker.log_tail())
+def worker_ids(worker) -> list[str]:
+    """Every id LiveKit gave this worker process (a new one each time it reconnects)."""
+    ids = [json.loads(line)["id"] for line in worker.log_tail(10**6).splitlines()
+           if '"registered worker"' in line]
+    assert ids, worker.log_tail()
+    return ids
 
 
 class Rooms:
@@ -81,7 +82,9 @@ async def test_three_workers_share_rooms_by_load_drain_and_survive_a_kill(tmp_pa
                 await asyncio.sleep(0.1)
 
         await asyncio.wait_for(all_registered(), 60)
-        by_id = {worker_id(w): w for w in workers}
+
+        def process_of(wid: str):
+            return next(w for w in workers if wid in worker_ids(w))
         rooms = Rooms(stack)
         caller = Caller("talker")
         try:
@@ -99,28 +102,35 @@ async def test_three_workers_share_rooms_by_load_drain_and_survive_a_kill(tmp_pa
             # take one more while its last accepted call is starting: the framework frees the
             # reserved slot before the call counts as active). At random, one worker in six
             # would get 2 or fewer.
-            counts = collections.Counter(placed.values())
+            placed = {n: process_of(wid) for n, wid in placed.items()}
+            counts = collections.Counter(id(w) for w in placed.values())
             assert len(counts) == 3 and min(counts.values()) >= 3, placed
 
-            drained_id = placed["scale-0"]
-            others = [wid for wid in by_id if wid != drained_id]
+            drained = placed["scale-0"]
+            others = [w for w in workers if w is not drained]
             # free the two other workers, then drain the talker's worker
             for n in names:
-                if placed[n] != drained_id:
+                if placed[n] is not drained:
                     await rooms.leave(n)
             registry = stack.livekit.workers.workers
 
+            def current(w):  # the worker's registration LiveKit knows now
+                return registry.get(worker_ids(w)[-1])
+
             async def others_free() -> None:  # their calls ended and they said so to LiveKit
-                while not all(wid in registry and not registry[wid].jobs and registry[wid].available
-                              and registry[wid].load < 1.0 for wid in others):
+                while not all((r := current(w)) is not None and not r.jobs and r.available and r.load < 1.0
+                              for w in others):
                     await asyncio.sleep(0.2)
 
-            await asyncio.wait_for(others_free(), 30)
-            drained = by_id[drained_id]
+            try:
+                await asyncio.wait_for(others_free(), 30)
+            except asyncio.TimeoutError:
+                raise AssertionError([(r.jobs.keys(), r.available, r.load) if (r := current(w)) else None
+                                      for w in others]) from None
             drained.proc.send_signal(signal.SIGTERM)
 
             async def draining_seen() -> None:
-                while drained_id in registry and registry[drained_id].available:
+                while (r := current(drained)) is not None and r.available:
                     await asyncio.sleep(0.1)
 
             await asyncio.wait_for(draining_seen(), 10)
@@ -128,7 +138,7 @@ async def test_three_workers_share_rooms_by_load_drain_and_survive_a_kill(tmp_pa
             # new rooms go to the other workers
             for n in ("after-drain-1", "after-drain-2"):
                 await rooms.open(n)
-                assert await rooms.agent_joined(n) in others
+                assert process_of(await rooms.agent_joined(n)) in others
             # the drained worker's calls go on: the talker is still answered
             await caller.wait_for(lambda: "listening" in [s for _, s in caller.agent_states], 30, "the agent to listen")
             caller.say(speech("Are you still there?"))
@@ -137,16 +147,16 @@ async def test_three_workers_share_rooms_by_load_drain_and_survive_a_kill(tmp_pa
 
             # its calls end: the drained worker exits by itself, cleanly
             await asyncio.wait_for(caller.leave(), 15)
-            for n in [n for n, wid in placed.items() if wid == drained_id and n in rooms.people]:
+            for n in [n for n, w in placed.items() if w is drained and n in rooms.people]:
                 await rooms.leave(n)
             assert await asyncio.wait_for(drained.proc.wait(), 60) == 0, drained.log_tail()
 
             # a worker killed outright: new rooms still get an agent
-            killed = by_id[others[0]]
+            killed = others[0]
             os.killpg(killed.proc.pid, signal.SIGKILL)
             await killed.proc.wait()
             await rooms.open("after-kill")
-            assert await rooms.agent_joined("after-kill", timeout=40) == others[1]
+            assert process_of(await rooms.agent_joined("after-kill", timeout=40)) is others[1]
         finally:
             await asyncio.wait_for(caller.leave(), 15)
             for n in list(rooms.people):
