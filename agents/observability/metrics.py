@@ -14,13 +14,13 @@ from typing import Literal
 
 from livekit import rtc
 from livekit.agents import AgentSession, llm
-from livekit.agents.metrics import RealtimeModelMetrics
+from livekit.agents.metrics.usage import LLMModelUsage
 from livekit.agents.voice.events import (
     CloseEvent,
     ConversationItemAddedEvent,
     ErrorEvent,
     FunctionToolsExecutedEvent,
-    MetricsCollectedEvent,
+    SessionUsageUpdatedEvent,
 )
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -79,9 +79,10 @@ class CallObserver:
         self.kind: CallKind = (
             "phone" if participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP else "browser")
         self.ended = False
+        self._tokens: dict[tuple[str, str, str], int] = {}  # the session's totals counted so far
         CALLS.labels(kind=self.kind).inc()
         ACTIVE_CALLS.labels(kind=self.kind).inc()
-        session.on("metrics_collected", self._on_metrics)
+        session.on("session_usage_updated", self._on_usage)
         session.on("conversation_item_added", self._on_item)
         session.on("function_tools_executed", self._on_tools)
         session.on("error", self._on_error)
@@ -97,16 +98,21 @@ class CallObserver:
             self.kind = "meeting"
             ACTIVE_CALLS.labels(kind=self.kind).inc()
 
-    def _on_metrics(self, ev: MetricsCollectedEvent) -> None:
-        m = ev.metrics
-        if not isinstance(m, RealtimeModelMetrics):
-            return
-        i, o = m.input_token_details, m.output_token_details
-        for kind, n in (("input_audio", i.audio_tokens), ("input_text", i.text_tokens),
-                        ("input_image", i.image_tokens), ("input_cached", i.cached_tokens),
-                        ("output_audio", o.audio_tokens), ("output_text", o.text_tokens)):
-            if n:
-                TOKENS.labels(kind=kind).inc(n)
+    _TOKEN_FIELDS = (("input_audio", "input_audio_tokens"), ("input_text", "input_text_tokens"),
+                     ("input_image", "input_image_tokens"), ("input_cached", "input_cached_tokens"),
+                     ("output_audio", "output_audio_tokens"), ("output_text", "output_text_tokens"))
+
+    def _on_usage(self, ev: SessionUsageUpdatedEvent) -> None:
+        # the session's running totals per model: count what is new since the last update
+        for usage in ev.usage.model_usage:
+            if not isinstance(usage, LLMModelUsage):
+                continue
+            for kind, field in self._TOKEN_FIELDS:
+                key = (usage.provider, usage.model, kind)
+                total = getattr(usage, field)
+                if total > self._tokens.get(key, 0):
+                    TOKENS.labels(kind=kind).inc(total - self._tokens.get(key, 0))
+                    self._tokens[key] = total
 
     def _on_item(self, ev: ConversationItemAddedEvent) -> None:
         item = ev.item
