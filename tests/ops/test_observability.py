@@ -133,10 +133,10 @@ async def test_metrics_logs_and_traces_after_real_calls(worker, stack, otlp, spe
         assert value(during, "gemini_agent_calls_total", kind="phone") == 1
         # the framework's own worker metrics are on the same endpoint
         assert value(during, "lk_agents_active_job_count", nodename=os.uname().nodename) == 3
-        # a reply for each the model sent (the question may reach it as more than one turn
-        # on a busy machine), one failed tool call
+        # a turn for each reply the agent played (the question may reach the model as more
+        # than one turn on a busy machine, and a reply cut off before it played is no turn)
         replies = sum(len(s.replies) for s in stack.gemini.sessions)
-        assert replies >= 1 and value(during, "gemini_agent_turns_total") == replies
+        assert 1 <= value(during, "gemini_agent_turns_total") <= replies
         assert value(during, "gemini_agent_tool_calls_total", tool="get_current_time") == 1
         assert value(during, "gemini_agent_tool_errors_total", tool="get_current_time") == 1
         assert value(during, "gemini_agent_model_tokens_total", kind="input_audio") > 0

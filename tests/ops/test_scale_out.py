@@ -58,7 +58,7 @@ class Rooms:
                 return w.id
         return None
 
-    async def agent_joined(self, name: str, timeout: float = 30) -> str:
+    async def agent_joined(self, name: str, timeout: float = 60) -> str:
         async def wait() -> str:
             room = self.people[name]
             while not any(p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
