@@ -21,6 +21,7 @@ from .call_failure import end_call_when_gemini_fails
 from .gemini import GeminiRealtimeModel, build_realtime_model
 from .gemini.transport import tls_context as model_tls_context
 from .gemini.warmup import warm_up_client, warm_up_types
+from .observability.call import observe_call
 from .participants import follow_participants
 from .settings import Settings
 
@@ -181,6 +182,7 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
     )
     warmup_s = echo_warmup(settings, participant)
     session = build_session(settings, echo_warmup_s=warmup_s, model=model)
+    observer = observe_call(ctx, session, participant)  # metrics and log context (agents/observability)
     if audio_out is not None:
         session.output.audio = audio_out
         if publish is None:
@@ -196,10 +198,11 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
     mark("session_started")
     # the web client hints that speech over the greeting is not heard for this long
     await ctx.room.local_participant.set_attributes({"lk.echo_warmup_s": f"{warmup_s or 0:g}"})
+    gemini = session.current_agent.realtime_llm_session
+    observer.watch_gemini(gemini)
     # Gemini unreachable for good (agents/gemini/connection.py): tell the caller, end the call
     failure = asyncio.create_task(end_call_when_gemini_fails(
-        ctx, session, session.current_agent.realtime_llm_session.failure, settings.connection,
-        hang_up_room=is_phone_call))
+        ctx, session, gemini.failure, settings.connection, hang_up_room=is_phone_call))
     ctx.add_shutdown_callback(lambda: _cancel(failure))
     video.attach(session, ctx.room, settings.video)  # screen share first; the person's speech paces frames
     follow_participants(session, ctx.room)

@@ -229,6 +229,12 @@ class WorkerSettings(_Section):
     # Above this CPU load (0-1) the worker tells LiveKit it is full; LiveKit then
     # dispatches new rooms to other workers.
     load_threshold: float = Field(default=0.7, gt=0.0, le=1.0)
+    # What "load" is: 0 = the host's CPU use (the framework's default); N > 0 = calls in
+    # progress / N, for a worker sized to N calls (docs/scaling.md) on a host it shares.
+    max_calls: int = Field(default=0, ge=0, le=1000)
+    # Reconnection attempts when the LiveKit connection drops (2 s apart, growing to 10 s;
+    # 16 = the framework's ~2 minutes); then the worker exits 1 for its supervisor to restart.
+    connect_retries: int = Field(default=16, ge=0, le=1000)
     # How each call (job) runs: "process" = its own process (a crash or a leak stays in
     # that call; memory limits apply), "thread" = a thread of the worker process (shared
     # memory, far fewer MB per call; one job's crash or blocking code hits every call).
@@ -334,6 +340,25 @@ class DirectSettings(_Section):
     new_session_s: int = Field(default=60, ge=10, le=3600)  # time to open the session with it
 
 
+class ObservabilitySettings(_Section):
+    # Prometheus /metrics of the worker (the framework's and the product's, every job
+    # process included); null = off, 0 = any free port (several workers on one host).
+    metrics_port: int | None = Field(default=8082, ge=0, le=65535)
+    # OpenTelemetry traces of every call (the agents framework's spans) sent over OTLP/HTTP,
+    # e.g. http://otel-collector:4318/v1/traces; "" = tracing off.
+    tracing_otlp_endpoint: str = ""
+    # Put conversation text (transcripts, tool arguments) in the spans; off keeps only timings.
+    tracing_include_content: bool = False
+
+    @field_validator("tracing_otlp_endpoint")
+    @classmethod
+    def _otlp_endpoint(cls, v: str) -> str:
+        v = v.strip()
+        if v and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", v):
+            raise ValueError("must be an http:// or https:// URL (OTLP over HTTP), or empty")
+        return v
+
+
 class Settings(BaseSettings):
     """Everything that shapes the agent, validated before any connection is made."""
 
@@ -357,6 +382,7 @@ class Settings(BaseSettings):
     web: WebSettings = WebSettings()
     direct: DirectSettings = DirectSettings()
     noise: NoiseSettings = NoiseSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
 
     @classmethod
     def settings_customise_sources(

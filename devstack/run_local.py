@@ -12,13 +12,16 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
 from pathlib import Path
 
+from agents.preflight import port_in_use
 from agents.settings import SettingsError, load_settings
 
+from .livekit import load_config
 from .stack import ROOT, LocalStack
 
 
@@ -32,7 +35,25 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--web-port", type=int, default=None,
                     help="port of the web client (default: web.port in config/agent.yaml)")
     ap.add_argument("--workers", type=int, default=1, help="agent worker processes (default 1)")
+    ap.add_argument("--keep-logs", action="store_true",
+                    help="keep the logs folder when stopping (default: removed on exit)")
     return ap.parse_args(argv)
+
+
+def check_ports(args: argparse.Namespace, settings) -> None:
+    """A second `agent.py local` (or anything else on these ports) stops here, saying which
+    port is taken and which flag moves it, before anything starts."""
+    web_port = settings.web.port if args.web_port is None else args.web_port
+    taken = [(web_port, "the web client", "--web-port N (or web.port / AGENT_WEB__PORT)")]
+    if not os.environ.get("LIVEKIT_URL"):
+        lk_port = args.livekit_port
+        if lk_port is None:
+            lk_port = load_config(Path(args.livekit_config)).port
+        taken.insert(0, (lk_port, "the local LiveKit server", f"--livekit-port N (or `port` in {args.livekit_config})"))
+    for port, what, flag in taken:
+        if port and port_in_use(port):
+            raise OSError(f"port {port} for {what} is already in use (is `agent.py local` already "
+                          f"running?): stop that, or pass {flag}; 0 picks any free port")
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -40,7 +61,21 @@ async def run(args: argparse.Namespace) -> int:
     from agents.web.token_service import LiveKitCredentials
 
     settings = load_settings()
+    check_ports(args, settings)
     workdir = Path(tempfile.mkdtemp(prefix="gemini-agent-local-"))
+    try:
+        return await _run(args, settings, workdir)
+    finally:
+        if args.keep_logs:
+            print(f"logs kept in {workdir}", flush=True)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _run(args: argparse.Namespace, settings, workdir: Path) -> int:
+    from agents.web.server import WebServer
+    from agents.web.token_service import LiveKitCredentials
+
     stack = LocalStack(workdir=workdir, livekit_config=Path(args.livekit_config),
                        livekit_port=args.livekit_port)
     stop = asyncio.Event()
@@ -64,7 +99,8 @@ async def run(args: argparse.Namespace) -> int:
                                  else "offline stand-in: it answers with your own words "
                                       "(set GOOGLE_API_KEY for real Gemini)"),
                 f"  Agent    '{settings.agent.name or '(automatic dispatch)'}', "
-                f"{len(stack.workers)} worker(s), logs in {workdir}",
+                f"{len(stack.workers)} worker(s), logs in {workdir}"
+                + (" (kept)" if args.keep_logs else " (removed on exit; --keep-logs keeps them)"),
                 "",
                 f"Talk to it in a browser:  {web.url}",
                 "Or from a WAV file:       python agent.py call --input question.wav --output reply.wav",

@@ -126,11 +126,11 @@ class LocalStack:
         self, agent_env: dict[str, str] | None = None, *, wait: bool = True, timeout: float = 60.0
     ) -> WorkerProcess:
         """Run `python agent.py start` against this stack; wait until LiveKit knows it."""
-        # Several workers may share this host: each picks a free health-check port. The
+        # Several workers may share this host: each picks free health-check and metrics ports. The
         # host's CPU load here includes the servers and callers themselves, so a worker
         # only reports itself full at 100 %.
-        env = {"AGENT_WORKER__HTTP_PORT": "0", "AGENT_WORKER__LOAD_THRESHOLD": "1.0",
-               **self.env(), **(agent_env or {})}
+        env = {"AGENT_WORKER__HTTP_PORT": "0", "AGENT_OBSERVABILITY__METRICS_PORT": "0",
+               "AGENT_WORKER__LOAD_THRESHOLD": "1.0", **self.env(), **(agent_env or {})}
         env.setdefault("PYTHONUNBUFFERED", "1")
         log_path = self.workdir / f"worker-{len(self.workers) + 1}.log"
         out = open(log_path, "wb")  # noqa: SIM115 - handed to the child process

@@ -212,7 +212,8 @@ class ResilientSession(realtime_api.RealtimeSession):
         self._conn_started = self._last_recv = time.monotonic()
         self._sent_on_conn = 0
         self._awaiting_tools.clear()
-        self.emit("gemini_connection", {"event": "connected", "resumed": self._session_resumption_handle is not None})
+        self.emit("gemini_connection", {"event": "connected", "resumed": self._session_resumption_handle is not None,
+                                        "after_fault": bool(self.faults)})
 
     # ---- sending: log what matters, replay it on a new connection -------------------------
     async def _send_task(self, session: Any) -> None:

@@ -1,12 +1,14 @@
 """The `/agent` worker protocol (livekit-agents' AgentServer/Worker) and job dispatch.
 
-What one livekit-server node does: workers register (RegisterWorkerResponse is
-the first server message), report status/load, and get jobs:
-AvailabilityRequest -> AvailabilityResponse -> JobAssignment{job, token}. The
-worker is picked at random weighted by spare capacity (1 - load) among
-available workers with the dispatch's agent name, trying the others if one
-declines. Jobs end with JobTermination when their room closes or their
-dispatch is deleted.
+What one livekit-server node does (livekit-server's AgentHandler.JobRequest and
+selectWorkerWeightedByLoad): workers register (RegisterWorkerResponse is the first server
+message), report status/load, and get jobs: AvailabilityRequest -> AvailabilityResponse ->
+JobAssignment{job, token}. The worker is picked at random weighted by spare capacity
+(1 - load) among workers whose last status is WS_AVAILABLE for the dispatch's agent name;
+one that declines (it is full or draining) or does not answer is left out and the next is
+picked, until none is left. A worker's status changes only when its update carries one
+(the field is optional); its load with every update. Draining workers report WS_FULL.
+Jobs end with JobTermination when their room closes or their dispatch is deleted.
 """
 
 from __future__ import annotations
@@ -259,7 +261,8 @@ class WorkerRegistry:
                 fut.set_result(wm.availability)
         elif which == "update_worker":
             u = wm.update_worker
-            w.status = u.status
+            if u.HasField("status"):  # optional: an update without one keeps the last
+                w.status = u.status
             w.load = u.load
             w.job_count = u.job_count
             w.draining = u.draining

@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 
 import aiohttp
 import psutil
@@ -41,6 +42,8 @@ async def _read_until(stream: asyncio.StreamReader, marker: str, timeout: float)
 
 async def test_local_run_answers_a_call_and_stops_on_ctrl_c(tmp_path):
     env = _clean_env()
+    # the run's temporary files, all removed on exit (a short path: the forkserver's socket is in it)
+    env["TMPDIR"] = tempfile.mkdtemp(prefix="lr-")
     local = await asyncio.create_subprocess_exec(
         sys.executable, "agent.py", "local", "--livekit-port", "0", "--web-port", "0",
         cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -82,6 +85,8 @@ async def test_local_run_answers_a_call_and_stops_on_ctrl_c(tmp_path):
         assert "stopped." in rest.decode()
         alive = [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         assert not alive, [p.cmdline() for p in alive]
+        assert not os.listdir(env["TMPDIR"]), os.listdir(env["TMPDIR"])  # no --keep-logs: nothing left
+        os.rmdir(env["TMPDIR"])
     finally:
         if local.returncode is None:
             local.kill()
