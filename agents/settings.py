@@ -17,7 +17,7 @@ import typing
 
 import yaml
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from livekit.plugins.google.realtime.api_proto import Voice
 

@@ -57,9 +57,6 @@ def check_ports(args: argparse.Namespace, settings) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    from agents.web.server import WebServer
-    from agents.web.token_service import LiveKitCredentials
-
     settings = load_settings()
     check_ports(args, settings)
     workdir = Path(tempfile.mkdtemp(prefix="gemini-agent-local-"))

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 from aiohttp import WSMsgType, web
 from livekit.protocol import agent as proto_agent
 from livekit.protocol import agent_dispatch as proto_dispatch
-from livekit.protocol import models as proto_models
 
 from . import auth
 from .rooms import Room, new_id, server_info

@@ -43,7 +43,7 @@ import secrets
 import string
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from livekit.protocol import agent as proto_agent
 from livekit.protocol import agent_dispatch as proto_dispatch
