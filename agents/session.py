@@ -20,7 +20,7 @@ from . import audio_path, push_to_talk
 from .assistant import Assistant
 from .model import GeminiRealtimeModel, build_realtime_model, warm_up_client, warm_up_types
 from .model import tls_context as model_tls_context
-from .participants import follow_participants
+from . import meeting
 from .settings import Settings
 
 logger = logging.getLogger("gemini-agent")
@@ -191,7 +191,8 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
         room_options=room_options(settings, participant),
     )
     mark("session_started")
-    follow_participants(session, ctx.room)
+    # several people: hear everyone, attribute, reply policy (agents/meeting.py)
+    meeting.attach(session, ctx.room, settings, instructions)
     if settings.turn_detection.mode == "manual":
         await push_to_talk.enable(session, ctx.room)
     return session

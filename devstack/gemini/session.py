@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 from aiohttp import WSMsgType, web
 
+from . import proactive
 from . import protocol as p
 from .audio import INPUT_RATE, OUTPUT_RATE, duration_s, float_to_pcm, pcm_rate, pcm_to_float, resample, resample_pcm, synth_speech
 from .models import known_models
@@ -111,6 +112,7 @@ class LiveSession:
         self.video_frames: list[VideoFrame] = []
         self.utterances: list[bytes] = []  # each detected user turn, 16 kHz PCM
         self.replies: list[bytearray] = []  # audio of each reply as sent, 24 kHz PCM
+        self.declined: list[str] = []  # user turns proactive audio left unanswered (proactive.py)
         self.resumed_from: str | None = None
         self.handles: list[str] = []
         self.close_code: int | None = None  # set when the server closed
@@ -445,6 +447,9 @@ class LiveSession:
                 conv.history.append({"role": "user", "text": user_text, "source": "realtime_input"})
             prompt_tokens["TEXT"] += _text_tokens(user_text) + _text_tokens(turn.instructions or "")
 
+        if proactive.declines(self, turn, user_text):
+            await proactive.decline(self, user_text)
+            return
         reply_text, reply_audio = plan.reply_text, plan.reply_audio
         if plan.tool_calls:
             outcome = await self._call_tools(plan)
