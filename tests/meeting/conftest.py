@@ -14,7 +14,7 @@ from livekit import rtc
 from devstack.stack import LocalStack
 
 from ..e2e.conftest import HEADSET_AGENT_ENV
-from ..support.caller import Caller, caller_token  # noqa: F401
+from ..support.caller import Caller, caller_token
 
 _rooms = itertools.count(1)
 
@@ -43,11 +43,20 @@ async def worker(stack):
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def meeting_room(stack):
-    """people(*identities) -> connected Callers in one new room (left at teardown)."""
+    """join(identity) -> a connected Person in this test's room (all left at teardown)."""
     callers: list[Person] = []
     room = f"meeting-{next(_rooms)}"
 
-    async def join(identity: str) -> Caller:
+    async def join(identity: str) -> Person:
+        if not callers:
+            # On a saturated machine the worker reports itself full for a while, and LiveKit
+            # dispatches a new room only to an available worker: wait, as a person would retry.
+            async def available() -> None:
+                while not any(w.available and w.agent_name == "gemini-agent"
+                              for w in stack.livekit.workers.workers.values()):
+                    await asyncio.sleep(0.1)
+
+            await asyncio.wait_for(available(), 60)
         caller = Person(identity)
         token = caller_token(stack.livekit.api_key, stack.livekit.api_secret, room, identity,
                              agent_name="gemini-agent")
