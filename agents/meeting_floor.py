@@ -4,8 +4,10 @@ Gemini Live takes one audio stream per session and cannot tell voices apart, so 
 hands the floor to one person at a time (like a chair): whoever starts speaking while
 nobody else is takes it and their audio goes to the model live; someone who starts while
 another person holds the floor is queued, their speech kept from its onset, and sent as
-soon as the agent has answered the one before (`release()`). A short pre-roll kept per
-person puts the first words (before the local detector fired) in front of every turn.
+soon as the agent has answered the one before (`release()`). Whoever starts while the
+floor is free takes it at once, even with others queued, so anyone can stop the agent by
+talking over it. A short pre-roll kept per person puts the first words (before the local
+detector fired) in front of every turn.
 Between turns the model gets silence, so its own activity detection closes each turn
 and each of its turns belongs to exactly one person.
 
@@ -197,7 +199,9 @@ class FloorAudioInput(io.AudioInput):
         else:
             v.ring.append(frame)
             if started:
-                if self._holder is None and not self._queue:
+                # a free floor is taken at once, even with others queued for their turn:
+                # anyone can stop the agent by talking over it
+                if self._holder is None:
                     preroll = list(v.ring)
                     v.ring.clear()
                     self._take_floor(v, preroll)
