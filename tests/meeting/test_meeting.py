@@ -149,6 +149,10 @@ async def test_addressed_policy_chat_join_and_leave(worker, stack, meeting_room,
     first = len(stack.gemini.sessions)
     alice, bob = await people_in_meeting(meeting_room, "alice", "bob")
     session = await proactive_session(stack, first)
+    # alone, Alice had today's one-to-one call: no proactive audio; with Bob, the agent
+    # reconnected with it, on the API version the service serves it on
+    assert not proactive.enabled(stack.gemini.sessions[first])
+    assert session.api_version == "v1alpha"
     remark = "I think we should ship the release on Friday"
     question = "Gemini do you agree with that"
     script.transcripts.update({1: remark, 2: question})
