@@ -95,7 +95,7 @@ async def test_three_people_are_each_answered_in_their_own_words(worker, stack, 
         for n in range(3):
             who = asked[n][0]
             who.say(questions[n])
-            reply = await who.wait_reply(await who.wait_spoken())
+            reply = await who.wait_reply(await who.wait_spoken(), quiet_s=0.6)
             heard = resample(pcm(session.utterances[n]), 16000, RATE)
             others = [q for i, q in enumerate(questions[:3]) if i != n]
             assert sounds_like(heard, questions[n]) >= SAME, f"turn {n + 1}"
