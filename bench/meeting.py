@@ -91,7 +91,9 @@ async def join_room(b: Bench, n: int, attempts: int = 3) -> list:
 
 
 def model_session(b: Bench, since: float):
-    return b.gemini_session_for(since)
+    """The room's Gemini session: the latest opened since the room was made."""
+    sessions = [s for s in b.stack.gemini.sessions if s.connected_at >= since]
+    return sessions[-1] if sessions else None
 
 
 async def one_turn(b: Bench, people: list, k: int, since: float) -> tuple[float | None, float]:
@@ -108,6 +110,8 @@ async def one_turn(b: Bench, people: list, k: int, since: float) -> tuple[float 
     except AssertionError:
         print(f"  (turn {k}: no reply heard; counted as missed)")
     session = model_session(b, since)
+    if session is None:
+        return None, float("nan")
     first = next(
         (m.at for m in session.received
          if m.kind == "audio" and m.at >= t_say
