@@ -126,7 +126,6 @@ class Meeting:
             end_silence_ms=self.settings.turn_detection.silence_duration_ms + 100,
             queue_wait_s=self.cfg.queue_wait_s,
             on_floor=self._on_floor,
-            on_segment_end=self._on_segment_end,
         )
         room_io = self.session.room_io
         linked = room_io.linked_participant
@@ -228,9 +227,6 @@ class Meeting:
             p = self.room.remote_participants.get(seg.identity)
             self._note(f"[{display_name(p) if p else seg.identity} is speaking]", now=True)
         self._follow_video()
-
-    def _on_segment_end(self, seg: Segment) -> None:
-        pass  # the model's answer (agent state) or its transcript releases the queue
 
     def _on_agent_state(self, ev) -> None:
         self._agent_state = ev.new_state

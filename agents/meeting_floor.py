@@ -67,7 +67,6 @@ class FloorAudioInput(io.AudioInput):
         end_silence_ms: int,
         queue_wait_s: float,
         on_floor: Callable[[Segment], None],
-        on_segment_end: Callable[[Segment], None],
     ) -> None:
         super().__init__(label="MeetingFloor")
         self._rate, self._frame_ms = sample_rate, frame_ms
@@ -77,7 +76,7 @@ class FloorAudioInput(io.AudioInput):
         self._preroll = max(preroll_ms // frame_ms, 0)
         self._end_frames = max(math.ceil(end_silence_ms / frame_ms), 1)
         self._queue_wait_s = queue_wait_s
-        self._on_floor, self._on_segment_end = on_floor, on_segment_end
+        self._on_floor = on_floor
         self._voices: dict[str, _Voice] = {}
         self._holder: _Voice | None = None
         self._segment: Segment | None = None
@@ -245,7 +244,6 @@ class FloorAudioInput(io.AudioInput):
         self._awaiting_since = time.monotonic()
         if seg is not None:
             seg.ended_at = time.monotonic()
-            self._on_segment_end(seg)
 
     def _emit(self, frame: rtc.AudioFrame) -> None:
         if self._attached and not self._closed:
