@@ -22,7 +22,7 @@ from .gemini import GeminiRealtimeModel, build_realtime_model
 from .gemini.transport import tls_context as model_tls_context
 from .gemini.warmup import warm_up_client, warm_up_types
 from .observability.call import observe_call
-from .participants import follow_participants
+from . import meeting
 from .settings import Settings
 
 logger = logging.getLogger("gemini-agent")
@@ -205,7 +205,8 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
         ctx, session, gemini.failure, settings.connection, hang_up_room=is_phone_call))
     ctx.add_shutdown_callback(lambda: _cancel(failure))
     video.attach(session, ctx.room, settings.video)  # screen share first; the person's speech paces frames
-    follow_participants(session, ctx.room)
+    # several people: hear everyone, attribute, reply policy (agents/meeting.py)
+    meeting.attach(session, ctx.room, settings, instructions)
     if settings.turn_detection.mode == "manual":
         await push_to_talk.enable(session, ctx.room)
     return session

@@ -357,6 +357,32 @@ class ObservabilitySettings(_Section):
         if v and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", v):
             raise ValueError("must be an http:// or https:// URL (OTLP over HTTP), or empty")
         return v
+class MeetingSettings(_Section):
+    # Several people in one room (agents/meeting.py). One person: the one-to-one path.
+    enabled: bool = True
+    # always: answer every turn. addressed: only when called by name (or asked directly),
+    # with Gemini's proactive audio on. auto: always with one person, addressed with more.
+    reply_policy: Literal["auto", "always", "addressed"] = "auto"
+    # what people call the agent in the room, and other names it answers to
+    name: str = Field(default="Gemini", min_length=1, max_length=64)
+    aliases: list[str] = []
+    # a short welcome when someone joins a meeting already under way
+    greet_late_joiners: bool = False
+    # the local speech detector that decides who holds the floor (per person, 10 ms frames)
+    speech_threshold_dbfs: float = Field(default=-45.0, ge=-90.0, le=0.0)
+    # audio kept from before a person's speech was detected, so their first words survive
+    preroll_ms: int = Field(default=300, ge=0, le=2000)
+    # longest a person queued behind another speaker waits for the agent's answer
+    queue_wait_s: float = Field(default=8.0, gt=0.0, le=60.0)
+
+    @field_validator("name", "aliases")
+    @classmethod
+    def _names(cls, v):
+        names = [v] if isinstance(v, str) else v
+        for n in names:
+            if not n.strip() or len(n) > 64:
+                raise ValueError("names must be 1-64 characters, not blank")
+        return v.strip() if isinstance(v, str) else [n.strip() for n in v]
 
 
 class Settings(BaseSettings):
@@ -383,6 +409,7 @@ class Settings(BaseSettings):
     direct: DirectSettings = DirectSettings()
     noise: NoiseSettings = NoiseSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
+    meeting: MeetingSettings = MeetingSettings()
 
     @classmethod
     def settings_customise_sources(

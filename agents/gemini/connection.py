@@ -74,6 +74,8 @@ PLUGIN_MEMBERS_USED = (
     "_msg_ch", "_session_should_close", "_session_error", "_active_session", "_client",
     "_session_resumption_handle", "_resumption_chat_ctx", "_current_generation",
     "_pending_generation_fut", "_num_retries", "_opts",
+    # realtime_session.py, for a meeting's reconnect with other options
+    "_in_user_activity", "_tools",
 )
 
 

@@ -77,6 +77,27 @@ class GeminiRealtimeSession(ResilientSession):
             self._in_user_activity = False
             self._send_client_event(types.LiveClientRealtimeInput(activity_end=types.ActivityEnd()))
 
+    # ---- what a meeting changes (agents/meeting.py) -----------------------------------------
+    @property
+    def connected(self) -> bool:
+        """A Live connection is up (not between a restart and its setup)."""
+        return self._active_session is not None and not self._session_should_close.is_set()
+
+    @property
+    def proactive(self) -> bool:
+        return self._opts.proactivity is True
+
+    def reconnect_with(self, *, instructions: str, proactive: bool) -> None:
+        """Gemini reads `proactivity` only in a session's setup: set it (and the instructions
+        the new setup carries) and rotate the connection; resumption and the replay log
+        (connection.py) keep the conversation and the caller's audio. On the Gemini API
+        proactive audio needs API v1alpha, which the plugin picks only when it is built."""
+        self._opts.proactivity = proactive
+        self._opts.instructions = instructions
+        if proactive and not self._opts.vertexai:
+            self._client._api_client._http_options.api_version = "v1alpha"
+        self._mark_restart_needed()
+
     def _build_connect_config(self) -> types.LiveConnectConfig:
         config = super()._build_connect_config()
         # The plugin always asks for resumption handles; a deployment may not want the

@@ -51,6 +51,8 @@ class Script:
 
     def reset(self) -> None:
         self.transcripts: dict[int, str] = {}
+        # names proactive audio answers to (proactive.py); empty: taken from the instructions
+        self.agent_names: set[str] = set()
         self.turns: dict[int, TurnPlan] = {}
         # replies for turns with no plan of their own (e.g. a fixed greeting voice)
         self.default_reply_audio: bytes | None = None

@@ -29,6 +29,7 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 from . import catalogue
+from . import proactive
 from . import protocol as p
 from .audio import INPUT_RATE, OUTPUT_RATE, duration_s, float_to_pcm, pcm_rate, pcm_to_float, resample, resample_pcm, synth_speech
 from .faults import Fault, FaultEvent, format_time_left
@@ -129,6 +130,7 @@ class LiveSession:
         self.video_frames: list[VideoFrame] = []
         self.utterances: list[bytes] = []  # each detected user turn, 16 kHz PCM
         self.replies: list[bytearray] = []  # audio of each reply as sent, 24 kHz PCM
+        self.declined: list[str] = []  # user turns proactive audio left unanswered (proactive.py)
         self.resumed_from: str | None = None
         self.resumed_state: Conversation | None = None  # the conversation as resumed (turns so far)
         self.handles: list[str] = []  # resumable handles issued, in order
@@ -573,6 +575,9 @@ class LiveSession:
             prompt_tokens["TEXT"] += _text_tokens(user_text) + _text_tokens(turn.instructions or "")
         await self._send_resumption_update(resumable=False)  # the model is generating
 
+        if proactive.declines(self, turn, user_text):
+            await proactive.decline(self, user_text)
+            return
         reply_text, reply_audio = plan.reply_text, plan.reply_audio
         if plan.tool_calls:
             outcome = await self._call_tools(plan, n)

@@ -565,7 +565,15 @@ class Room:
                 ]
         if sender is not None:
             packet.participant_sid = sender.sid
-            packet.participant_identity = sender.identity
+            # Like livekit-server (pkg/rtc/participant.go), an agent's data-stream packets
+            # keep the identity it streams on behalf of (a person's transcript).
+            on_behalf = (
+                sender.kind == ParticipantKind.AGENT
+                and packet.WhichOneof("value") in ("stream_header", "stream_chunk", "stream_trailer")
+                and packet.participant_identity
+            )
+            if not on_behalf:
+                packet.participant_identity = sender.identity
             if packet.HasField("user"):
                 packet.user.participant_sid = sender.sid
                 packet.user.participant_identity = sender.identity
