@@ -7,6 +7,9 @@
                                                      the worker and the web client
     python agent.py call --input in.wav --output reply.wav
                                                      talk to the agent from a WAV file
+    python agent.py sip provision [--dry-run] | sip list
+                                                     LiveKit SIP trunks and rules from config/sip.yaml
+    python agent.py dial <number>                    call a phone; the agent talks once it answers
 """
 
 from __future__ import annotations
@@ -45,6 +48,10 @@ def main(argv: list[str]) -> int:
         from clients.wav_call import main as wav_call
 
         return wav_call(argv[2:])
+    if command in ("sip", "dial"):
+        from agents.telephony.cli import main as telephony
+
+        return telephony(argv[1:])
 
     try:
         settings = load_settings()
