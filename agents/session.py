@@ -16,7 +16,7 @@ from livekit import rtc
 from livekit.agents import AgentSession, JobContext, llm, room_io
 from livekit.agents.voice.agent_session import VoiceActivityVideoSampler
 
-from . import audio_path, push_to_talk
+from . import audio_path, phone, push_to_talk
 from .assistant import Assistant
 from .model import GeminiRealtimeModel, build_realtime_model, warm_up_client, warm_up_types
 from .model import tls_context as model_tls_context
@@ -185,13 +185,18 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
     # When the conversation ends (the caller left, or end_call), leave the room at once
     # rather than idling in it until LiveKit's departure timeout closes it.
     session.on("close", lambda ev: ctx.shutdown(reason=f"session closed: {ev.reason}"))
+    agent = (phone.PhoneAssistant(settings, participant, instructions=instructions,
+                                  telephony=phone.load_destinations(settings))
+             if is_phone_call else Assistant(settings, instructions=instructions))
     await session.start(
-        agent=Assistant(settings, hang_up_room=is_phone_call, instructions=instructions),
+        agent=agent,
         room=ctx.room,
         room_options=room_options(settings, participant),
     )
     mark("session_started")
     follow_participants(session, ctx.room)
+    if is_phone_call:
+        phone.attach(ctx, session, agent, settings)  # keypad, call limits, hang-up
     if settings.turn_detection.mode == "manual":
         await push_to_talk.enable(session, ctx.room)
     return session

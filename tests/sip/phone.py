@@ -2,7 +2,8 @@
 JSON lines on stdin; what happens comes back as JSON lines on stdout.
 
     {"cmd": "dial", "uri": "sip:+15550100@127.0.0.1:5060", "play": "in.wav", "record": "out.wav"}
-    {"cmd": "dtmf", "digits": "123#"}      {"cmd": "hangup"}      {"cmd": "quit"}
+    {"cmd": "dtmf", "digits": "123#"}      {"cmd": "play", "wav": "q.wav"}
+    {"cmd": "hangup"}      {"cmd": "quit"}
     {"cmd": "incoming", "mode": "answer"|"busy"|"ignore", "play": ..., "record": ...}
 
 Events: ready {port}, state {call, state, code, reason}, dtmf {digit},
@@ -160,6 +161,12 @@ def main() -> None:
             elif name == "dtmf":
                 call = phone.calls.get(cmd.get("call", current.getId() if current else -1))
                 call.dialDtmf(cmd["digits"])
+            elif name == "play":  # into the current call, from now on
+                call = phone.calls[current.getId()]
+                player = pj.AudioMediaPlayer()
+                player.createPlayer(cmd["wav"], pj.PJMEDIA_FILE_NO_LOOP)
+                player.startTransmit(call.getAudioMedia(-1))
+                phone.media.setdefault(call.getId(), []).append(player)
             elif name == "hangup":
                 for c in list(phone.calls.values()):
                     if c.isActive():
