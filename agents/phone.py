@@ -71,6 +71,7 @@ class PhoneAssistant(Assistant):
 
     async def on_enter(self) -> None:
         await wait_line_up(self._caller)
+        logger.info("the line is up: greeting the caller")
         self.session.generate_reply(instructions=self._settings.phone.greeting_instructions)
 
     @function_tool
@@ -92,7 +93,12 @@ class PhoneAssistant(Assistant):
                                    "then press the pound key.")
         finally:
             self.collecting = False
-        return f"The caller typed: {result.user_input}"
+        digits = result.user_input
+        # The task's own instructions and tools made the Gemini Live session reconnect, so
+        # this call's output has no session left to go to: tell the model in a user turn.
+        asyncio.get_running_loop().call_soon(lambda: self.session.generate_reply(
+            user_input=f"(The caller typed {digits} on the keypad for {what}.)"))
+        return f"The caller typed: {digits}"
 
     @function_tool
     async def transfer_call(self, context: RunContext, destination: str) -> str:

@@ -106,9 +106,9 @@ class Call(pj.Call):
 
     def onCallState(self, prm) -> None:
         info = self.getInfo()
-        emit(ev="state", call=info.id, state=info.stateText, code=info.lastStatusCode, reason=info.lastReason)
         if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
-            self.phone.media.pop(info.id, None)
+            self.phone.media.pop(info.id, None)  # recordings are complete files from here on
+        emit(ev="state", call=info.id, state=info.stateText, code=info.lastStatusCode, reason=info.lastReason)
 
     def onCallMediaState(self, prm) -> None:
         info = self.getInfo()

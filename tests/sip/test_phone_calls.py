@@ -7,6 +7,7 @@ import asyncio
 
 import numpy as np
 import pytest
+import pytest_asyncio
 from livekit import api
 
 from ..support.audio import dominant_frequency, envelope_correlation, trim_silence
@@ -51,15 +52,30 @@ def tool_responses(history: list[dict]) -> list[dict]:
     return [r for h in history for r in h.get("function_responses", [])]
 
 
-@pytest.fixture
-def script(world: SipWorld):
+@pytest_asyncio.fixture(loop_scope="module")
+async def script(world: SipWorld):
     world.stack.gemini.script.reset()
     world.stack.gemini.script.reply(1, text="Hello, this is the agent.", audio=tone(GREETING_HZ, 1.5))
     yield world.stack.gemini.script
     world.stack.gemini.script.reset()
+    # whatever the test left: no call up, the phone answering again
+    world.phone.send(cmd="hangup")
+    world.phone.send(cmd="incoming", mode="answer")
+    for _ in range(100):
+        if not world.gateway.calls:
+            break
+        await asyncio.sleep(0.1)
+
+
+async def worker_free(world: SipWorld) -> None:
+    """On this shared machine the worker reports itself full when the CPU is saturated, and
+    LiveKit then dispatches nobody: wait until it takes calls again before placing one."""
+    await until(lambda: any(w.available for w in world.stack.livekit.workers.workers.values()),
+                "the agent worker to take calls", 60)
 
 
 async def dial(world: SipWorld, **media) -> int:
+    await worker_free(world)
     m = world.phone.mark()
     world.phone.send(cmd="dial", uri=world.uri, **media)
     await world.phone.wait_state("CONFIRMED", since=m)
@@ -81,7 +97,7 @@ async def test_caller_hears_greeting_then_the_echo_of_its_question(world: SipWor
     # the room: a SIP participant as LiveKit's SIP service makes it, and the rule's agent
     room = await until(lambda: world.gateway.calls and next(iter(world.gateway.calls.values())).room_name,
                        "the call's room")
-    for _ in range(100):  # the agent the rule dispatched joins
+    for _ in range(300):  # the agent the rule dispatched joins
         present = await rooms(world)
         if any(p.kind == api.ParticipantInfo.Kind.AGENT for p in present.get(room, [])):
             break
@@ -145,9 +161,10 @@ async def test_digits_collected_with_the_framework_task(world: SipWorld, script)
     await until(lambda: "pressed 9" in said(world.history(since)), "the keypad message")
     await asyncio.sleep(2.0)  # the collection task asks for the PIN
     world.phone.send(cmd="dtmf", digits="2468#")
-    result = await until(lambda: [r for r in tool_responses(world.history(since)) if r.get("name") == "collect_digits"],
-                         "the collected digits", 30)
-    assert "2 4 6 8" in str(result[0])
+    # what the caller typed reaches the model once the task hands back
+    await until(lambda: any("typed 2 4 6 8" in str(m.body) for s in world.gemini_sessions(since)
+                            for m in s.received if m.kind in ("tool_response", "client_content")),
+                "the collected digits at the model", 40)
     await hang_up(world, m)
 
 
@@ -187,6 +204,7 @@ async def test_dial_rings_a_phone_and_the_agent_speaks_first(world: SipWorld, sc
     rec = world.tmp / "callee.wav"
     world.phone.send(cmd="incoming", mode="answer", record=str(rec))
     m = world.phone.mark()
+    await worker_free(world)
     rc, out, err = await run_agent_py(world.env, "dial", CALLER)
     assert rc == 0, err
     assert "answered" in out
