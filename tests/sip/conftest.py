@@ -1,7 +1,7 @@
 """Phone calls end to end: the local LiveKit server with its SIP gateway, the offline
 Gemini server, a real `python agent.py start` worker, telephony provisioned from a
 telephony file by `python agent.py sip provision`, and a real SIP phone (pjsua2, in its
-own process). One of each per module, shared by its tests."""
+own process). One of each for the whole package, shared by its tests."""
 
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ class SipWorld:
         return out
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
+@pytest_asyncio.fixture(scope="package", loop_scope="package")
 async def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sip")
     base = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "GOOGLE_", "AGENT_"))}

@@ -13,7 +13,7 @@ from livekit import api
 from ..support.audio import dominant_frequency, envelope_correlation, trim_silence
 from .conftest import CALLED, CALLER, SipWorld, read_recording, run_agent_py, write_wav
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = pytest.mark.asyncio(loop_scope="package")
 
 RATE = 8000
 GREETING_HZ = 600
@@ -52,7 +52,7 @@ def tool_responses(history: list[dict]) -> list[dict]:
     return [r for h in history for r in h.get("function_responses", [])]
 
 
-@pytest_asyncio.fixture(loop_scope="module")
+@pytest_asyncio.fixture(loop_scope="package")
 async def script(world: SipWorld):
     world.stack.gemini.script.reset()
     world.stack.gemini.script.reply(1, text="Hello, this is the agent.", audio=tone(GREETING_HZ, 1.5))
