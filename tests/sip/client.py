@@ -65,6 +65,18 @@ class PhoneProcess:
         return await self.wait_event(lambda e: e["ev"] == "state" and e["state"] == state, since=since,
                                      timeout=timeout)
 
+    async def idle(self, timeout: float = 20.0) -> None:
+        """Hang up whatever is still up and wait until the phone has no call."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            self.send(cmd="hangup")
+            m = self.mark()
+            self.send(cmd="status")
+            ev = await self.wait_event(lambda e: e["ev"] == "status", since=m, timeout=10)
+            if ev["active"] == 0 or asyncio.get_running_loop().time() > deadline:
+                return
+            await asyncio.sleep(0.5)
+
     def digits(self, since: int = 0) -> str:
         return "".join(e["digit"] for e in self.events[since:] if e["ev"] == "dtmf")
 

@@ -171,6 +171,14 @@ def main() -> None:
                 for c in list(phone.calls.values()):
                     if c.isActive():
                         c.hangup(pj.CallOpParam(True))
+            elif name == "status":
+                active = 0
+                for c in list(phone.calls.values()) + phone.extra:
+                    try:
+                        active += bool(c.isActive())
+                    except Exception:  # a call pjsua already freed
+                        pass
+                emit(ev="status", active=active)
             elif name == "incoming":
                 phone.incoming = {"mode": cmd["mode"], "play": cmd.get("play"), "record": cmd.get("record")}
             elif name == "quit":

@@ -24,7 +24,7 @@ def tone(hz: float, seconds: float, rate: int = 24000) -> bytes:
     return (8000 * np.sin(2 * np.pi * hz * t)).astype(np.int16).tobytes()
 
 
-async def until(pred, what: str, timeout: float = 30.0):
+async def until(pred, what: str, timeout: float = 60.0):
     async def poll():
         while not (v := pred()):
             await asyncio.sleep(0.1)
@@ -59,7 +59,7 @@ async def script(world: SipWorld):
     yield world.stack.gemini.script
     world.stack.gemini.script.reset()
     # whatever the test left: no call up, the phone answering again
-    world.phone.send(cmd="hangup")
+    await world.phone.idle()
     world.phone.send(cmd="incoming", mode="answer")
     for _ in range(100):
         if not world.gateway.calls:
@@ -168,35 +168,13 @@ async def test_digits_collected_with_the_framework_task(world: SipWorld, script)
     await hang_up(world, m)
 
 
-async def test_transfer_only_to_an_allowed_destination(world: SipWorld, script):
-    since = len(world.stack.gemini.sessions)
-    script.tool_call(2, "transfer_call", {"destination": "+15559999"})
-    script.tool_call(3, "transfer_call", {"destination": "front desk"})
-    world.phone.send(cmd="incoming", mode="answer")  # the desk (the same phone) answers
-    m = await dial(world)
-    await until(lambda: "Hello" in said(world.history(since), "model"), "the greeting")
-    world.phone.send(cmd="dtmf", digits="1")
-    refused = await until(lambda: tool_responses(world.history(since)), "the refused transfer")
-    assert "not an allowed destination" in str(refused[0])
-    assert not [e for e in world.phone.events[m:] if e["ev"] in ("transfer",) or e.get("state") == "DISCONNECTED"]
-    world.phone.send(cmd="dtmf", digits="2")
-    ev = await world.phone.wait_event(lambda e: e["ev"] == "transfer", since=m, timeout=30)
-    assert ev["to"].strip("<>") == f"sip:desk@127.0.0.1:{world.phone.port}"
-    # the call with the agent ends (BYE after the final NOTIFY); the desk got the caller
-    await world.phone.wait_event(lambda e: e["ev"] == "state" and e["call"] == 0 + e["call"] and
-                                 e["state"] == "DISCONNECTED" and e["call"] == world.phone.events[m]["call"],
-                                 since=m, timeout=30)
-    assert any(e["ev"] == "incoming" and "desk@" in e["to"] for e in world.phone.events[m:])
-    await hang_up(world, m)
-
-
 async def test_end_call_hangs_up_the_phone(world: SipWorld, script):
     since = len(world.stack.gemini.sessions)
     script.tool_call(2, "end_call", {})
     m = await dial(world)
     await until(lambda: "Hello" in said(world.history(since), "model"), "the greeting")
     world.phone.send(cmd="dtmf", digits="0")
-    await world.phone.wait_state("DISCONNECTED", since=m, timeout=30)  # the gateway's BYE
+    await world.phone.wait_state("DISCONNECTED", since=m, timeout=60)  # the gateway's BYE
     assert not world.gateway.calls
 
 
@@ -222,3 +200,25 @@ async def test_dial_rings_a_phone_and_the_agent_speaks_first(world: SipWorld, sc
     rc, out, err = await run_agent_py(world.env, "dial", CALLER)
     assert rc == 1 and "no answer" in err, (out, err)
     world.phone.send(cmd="incoming", mode="answer")
+
+
+async def test_transfer_only_to_an_allowed_destination(world: SipWorld, script):
+    since = len(world.stack.gemini.sessions)
+    script.tool_call(2, "transfer_call", {"destination": "+15559999"})
+    script.tool_call(3, "transfer_call", {"destination": "front desk"})
+    world.phone.send(cmd="incoming", mode="answer")  # the desk (the same phone) answers
+    m = await dial(world)
+    await until(lambda: "Hello" in said(world.history(since), "model"), "the greeting")
+    world.phone.send(cmd="dtmf", digits="1")
+    refused = await until(lambda: tool_responses(world.history(since)), "the refused transfer")
+    assert "not an allowed destination" in str(refused[0])
+    assert not [e for e in world.phone.events[m:] if e["ev"] in ("transfer",) or e.get("state") == "DISCONNECTED"]
+    world.phone.send(cmd="dtmf", digits="2")
+    ev = await world.phone.wait_event(lambda e: e["ev"] == "transfer", since=m, timeout=60)
+    assert ev["to"].strip("<>") == f"sip:desk@127.0.0.1:{world.phone.port}"
+    # the call with the agent ends (BYE after the final NOTIFY); the desk got the caller
+    await world.phone.wait_event(lambda e: e["ev"] == "state" and e["call"] == 0 + e["call"] and
+                                 e["state"] == "DISCONNECTED" and e["call"] == world.phone.events[m]["call"],
+                                 since=m, timeout=60)
+    assert any(e["ev"] == "incoming" and "desk@" in e["to"] for e in world.phone.events[m:])
+    await hang_up(world, m)
