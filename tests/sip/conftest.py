@@ -71,9 +71,20 @@ def write_wav(path: Path, pcm: np.ndarray, rate: int = 8000) -> Path:
     return path
 
 
-def read_recording(path: Path) -> np.ndarray:
-    with wave.open(str(path), "rb") as w:
-        return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+def read_recording(path: Path, timeout: float = 10.0) -> np.ndarray:
+    """A phone recording; pjsua writes its WAV header when the recorder closes, which can
+    come a moment after the call's DISCONNECTED."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with wave.open(str(path), "rb") as w:
+                return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+        except (wave.Error, EOFError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 class SipWorld:
