@@ -87,6 +87,14 @@ def read_recording(path: Path, timeout: float = 10.0) -> np.ndarray:
             time.sleep(0.2)
 
 
+def _free_udp_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class SipWorld:
     """Everything a phone test needs."""
 
@@ -124,7 +132,7 @@ async def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sip")
     base = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "GOOGLE_", "AGENT_"))}
     async with LocalStack(workdir=tmp / "stack", base_env=base, sip_port=0) as stack:
-        phone = await PhoneProcess().start()
+        phone = await PhoneProcess(_free_udp_port()).start()
         try:
             w = SipWorld(stack, phone, tmp, {})
             w.telephony_file.write_text(telephony_yaml(phone.port))
@@ -137,4 +145,4 @@ async def world(tmp_path_factory):
             w.worker = await stack.start_worker(worker_env)
             yield w
         finally:
-            await phone.stop()
+            await w.phone.stop()

@@ -29,7 +29,7 @@ def emit(**ev) -> None:
 
 
 class Phone:
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.ep = pj.Endpoint()
         self.ep.libCreate()
         cfg = pj.EpConfig()
@@ -43,7 +43,7 @@ class Phone:
         self.ep.libInit(cfg)
         tcfg = pj.TransportConfig()
         tcfg.boundAddress = tcfg.publicAddress = "127.0.0.1"
-        tcfg.port = 0
+        tcfg.port = port
         tid = self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
         self.port = self.ep.transportGetInfo(tid).localName.split(":")[-1]
         self.ep.libStart()
@@ -144,7 +144,7 @@ class Call(pj.Call):
 
 
 def main() -> None:
-    phone = Phone()
+    phone = Phone(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
     emit(ev="ready", port=int(phone.port))
     current: Call | None = None
     try:

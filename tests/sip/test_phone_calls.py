@@ -11,6 +11,7 @@ import pytest_asyncio
 from livekit import api
 
 from ..support.audio import dominant_frequency, envelope_correlation, trim_silence
+from .client import PhoneProcess
 from .conftest import CALLED, CALLER, SipWorld, read_recording, run_agent_py, write_wav
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
@@ -56,11 +57,14 @@ def tool_responses(history: list[dict]) -> list[dict]:
 async def script(world: SipWorld):
     world.stack.gemini.script.reset()
     world.stack.gemini.script.reply(1, text="Hello, this is the agent.", audio=tone(GREETING_HZ, 1.5))
+    # a fresh phone (pjsua2 process) on the same port for every call test
+    port = world.phone.port
+    await world.phone.stop()
+    world.phone = await PhoneProcess(port).start()
     yield world.stack.gemini.script
     world.stack.gemini.script.reset()
-    # whatever the test left: no call up, the phone answering again
+    # whatever the test left: no call up
     await world.phone.idle()
-    world.phone.send(cmd="incoming", mode="answer")
     for _ in range(100):
         if not world.gateway.calls:
             break
