@@ -70,6 +70,8 @@ class PhoneAssistant(Assistant):
         self._transfer: asyncio.Task | None = None
 
     async def on_enter(self) -> None:
+        if not self._settings.agent.greet:
+            return
         await wait_line_up(self._caller)
         logger.info("the line is up: greeting the caller")
         self.session.generate_reply(instructions=self._settings.phone.greeting_instructions)
