@@ -11,12 +11,13 @@ from .tools import end_call_tool, get_current_time
 
 class Assistant(Agent):
     def __init__(
-        self, settings: Settings, *, hang_up_room: bool = False, instructions: str | None = None
+        self, settings: Settings, *, hang_up_room: bool = False, instructions: str | None = None,
+        extra_tools: list | None = None,  # e.g. a phone call's (agents/phone.py)
     ) -> None:
         super().__init__(
             # the text read once per job process (prewarm), or read now
             instructions=instructions if instructions is not None else settings.instructions(),
-            tools=[get_current_time, end_call_tool(hang_up_room=hang_up_room)],
+            tools=[get_current_time, end_call_tool(hang_up_room=hang_up_room), *(extra_tools or [])],
         )
         self._settings = settings
 

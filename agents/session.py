@@ -15,7 +15,7 @@ import time
 from livekit import rtc
 from livekit.agents import AgentSession, JobContext, llm, room_io
 
-from . import audio_path, noise, push_to_talk, video
+from . import audio_path, noise, phone, push_to_talk, video
 from .assistant import Assistant
 from .call_failure import end_call_when_gemini_fails
 from .gemini import GeminiRealtimeModel, build_realtime_model
@@ -190,8 +190,11 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
     # When the conversation ends (the caller left, or end_call), leave the room at once
     # rather than idling in it until LiveKit's departure timeout closes it.
     session.on("close", lambda ev: ctx.shutdown(reason=f"session closed: {ev.reason}"))
+    agent = (phone.PhoneAssistant(settings, participant, instructions=instructions,
+                                  telephony=phone.load_destinations(settings))
+             if is_phone_call else Assistant(settings, instructions=instructions))
     await session.start(
-        agent=Assistant(settings, hang_up_room=is_phone_call, instructions=instructions),
+        agent=agent,
         room=ctx.room,
         room_options=room_options(settings, participant),
     )
@@ -207,6 +210,8 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
     video.attach(session, ctx.room, settings.video)  # screen share first; the person's speech paces frames
     # several people: hear everyone, attribute, reply policy (agents/meeting.py)
     meeting.attach(session, ctx.room, settings, instructions)
+    if is_phone_call:
+        phone.attach(ctx, session, agent, settings)  # keypad, call limits, hang-up
     if settings.turn_detection.mode == "manual":
         await push_to_talk.enable(session, ctx.room)
     return session

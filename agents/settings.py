@@ -383,6 +383,20 @@ class MeetingSettings(_Section):
             if not n.strip() or len(n) > 64:
                 raise ValueError("names must be 1-64 characters, not blank")
         return v.strip() if isinstance(v, str) else [n.strip() for n in v]
+class PhoneSettings(_Section):
+    # Phone calls over SIP (agents/phone.py); trunks, rules and transfer destinations are
+    # in the telephony file (config/sip.yaml, provisioned with `python agent.py sip provision`).
+    telephony_file: str = "sip.yaml"
+    greeting_instructions: str = (
+        "You are on a phone call. Greet the caller briefly, say who you are and ask how you can help."
+    )
+    # Tell the model the caller's number (LiveKit's hide_phone_number hides it anyway).
+    share_caller_number: bool = True
+    # Hang up after this long (a short notice first); 0 = no limit.
+    max_call_duration_s: float = Field(default=1800, ge=0)
+    # Hang up when nobody has spoken for this long (a short notice first); 0 = never.
+    silence_timeout_s: float = Field(default=60, ge=0)
+    limit_notice: str = "Tell the caller in one short sentence that the call has to end now, and say goodbye."
 
 
 class Settings(BaseSettings):
@@ -410,6 +424,7 @@ class Settings(BaseSettings):
     noise: NoiseSettings = NoiseSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     meeting: MeetingSettings = MeetingSettings()
+    phone: PhoneSettings = PhoneSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from agents.preflight import port_in_use
 from agents.settings import SettingsError, load_settings
+from agents.telephony.config import SipConfigError
 
 from .livekit import load_config
 from .stack import ROOT, LocalStack
@@ -37,6 +38,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=1, help="agent worker processes (default 1)")
     ap.add_argument("--keep-logs", action="store_true",
                     help="keep the logs folder when stopping (default: removed on exit)")
+    ap.add_argument("--sip-port", type=int, default=5060,
+                    help="UDP port of the local SIP gateway (default 5060; 0 = any free port)")
     return ap.parse_args(argv)
 
 
@@ -74,7 +77,7 @@ async def _run(args: argparse.Namespace, settings, workdir: Path) -> int:
     from agents.web.token_service import LiveKitCredentials
 
     stack = LocalStack(workdir=workdir, livekit_config=Path(args.livekit_config),
-                       livekit_port=args.livekit_port)
+                       livekit_port=args.livekit_port, sip_port=args.sip_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -85,6 +88,7 @@ async def _run(args: argparse.Namespace, settings, workdir: Path) -> int:
         creds = LiveKitCredentials(env["LIVEKIT_URL"], env["LIVEKIT_API_KEY"], env["LIVEKIT_API_SECRET"])
         for _ in range(args.workers):
             await stack.start_worker()
+        phone_line = await _phone_line(stack, settings)
         async with WebServer(settings, creds, port=args.web_port) as web:
             lines = [
                 "",
@@ -101,6 +105,7 @@ async def _run(args: argparse.Namespace, settings, workdir: Path) -> int:
                 "",
                 f"Talk to it in a browser:  {web.url}",
                 "Or from a WAV file:       python agent.py call --input question.wav --output reply.wav",
+                *phone_line,
                 "Ctrl-C stops everything.",
                 "",
             ]
@@ -117,6 +122,24 @@ async def _run(args: argparse.Namespace, settings, workdir: Path) -> int:
                 return 1
     print("stopped.")
     return 0
+
+
+async def _phone_line(stack: LocalStack, settings) -> list[str]:
+    """The local SIP gateway's trunks and rules from the telephony file; where to call."""
+    if stack.sip is None:
+        return []
+    from livekit import api
+
+    from agents.telephony.config import load_telephony, telephony_path
+    from agents.telephony.provision import Provisioner
+
+    config = load_telephony(telephony_path(settings))
+    lk = stack.livekit
+    async with api.LiveKitAPI(lk.http_url, lk.api_key, lk.api_secret) as lkapi:
+        await Provisioner(lkapi, config).run(dry_run=False)
+    numbers = [n for t in config.inbound_trunks for n in t.numbers] or ["+15550100"]
+    return [f"Or call it from a softphone on this machine:  sip:{numbers[0]}@{stack.sip.address}"
+            f"  (UDP, G.711; {telephony_path(settings).name} routes it)"]
 
 
 def _check_livekit_env() -> None:
@@ -137,7 +160,7 @@ def main(argv: list[str]) -> int:
         load_settings()  # a bad setting stops us before anything starts
         _check_livekit_env()
         return asyncio.run(run(args))
-    except SettingsError as e:
+    except (SettingsError, SipConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

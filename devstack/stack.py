@@ -64,6 +64,7 @@ class LocalStack:
         livekit_config: Path = ROOT / "livekit.yaml",
         livekit_port: int | None = 0,
         base_env: dict[str, str] | None = None,
+        sip_port: int | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.livekit_config = livekit_config
@@ -72,6 +73,8 @@ class LocalStack:
         self.livekit: LocalLiveKitServer | None = None
         self.gemini: OfflineGeminiServer | None = None
         self.workers: list[WorkerProcess] = []
+        self.sip_port = sip_port  # None: no SIP gateway; 0: any free port
+        self.sip = None  # devstack.sip.SipGateway once started
 
     @property
     def real_livekit(self) -> bool:
@@ -90,6 +93,10 @@ class LocalStack:
             self.livekit = await LocalLiveKitServer(
                 load_config(self.livekit_config, **overrides)
             ).start()
+        if self.sip_port is not None and self.livekit is not None:
+            from .sip import start_gateway
+
+            self.sip = await start_gateway(self.livekit, port=self.sip_port)
         if not self.real_gemini:
             self.gemini = await OfflineGeminiServer(cert_dir=self.workdir / "gemini-cert").start()
         return self
@@ -98,6 +105,8 @@ class LocalStack:
         for w in self.workers:
             await w.stop()
         self.workers.clear()
+        if self.sip is not None:
+            await self.sip.stop()
         if self.livekit is not None:
             await self.livekit.stop()
         if self.gemini is not None:

@@ -14,7 +14,7 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from . import agent_workers, media, signal
+from . import agent_workers, media, signal, sip_service
 from .config import ServerConfig
 from .rooms import RoomManager, new_id
 
@@ -70,6 +70,8 @@ class LocalLiveKitServer:
         self.app.router.add_get("/", health)
         signal.setup(self.app, self)
         agent_workers.setup(self.app, self)
+        # LiveKit's SIP service (trunks, rules, dial-out, transfer); a gateway attaches to it
+        self.sip = sip_service.setup(self.app, self)
         # RoomService / AgentDispatchService (Twirp), when that module exists
         if importlib.util.find_spec(f"{__package__}.twirp") is not None:
             importlib.import_module(f"{__package__}.twirp").setup(self.app, self.manager, self.config)

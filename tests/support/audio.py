@@ -148,3 +148,41 @@ def speech_similarity(a: np.ndarray, b: np.ndarray, rate: int, band: float = 0.2
             cost[i, j] = best_cost + cost_of[i - 1, j - 1]
             steps[i, j] = best_steps + 1
     return float(1.0 - cost[n, m] / steps[n, m])
+
+
+def band_limit(pcm: np.ndarray, rate: int, low: float = 300.0, high: float = 3400.0) -> np.ndarray:
+    """Keep only the telephone band (FFT brick-wall), as float."""
+    spec = np.fft.rfft(pcm.astype(np.float64))
+    freqs = np.fft.rfftfreq(len(pcm), 1 / rate)
+    spec[(freqs < low) | (freqs > high)] = 0
+    return np.fft.irfft(spec, len(pcm))
+
+
+def envelope(pcm: np.ndarray, rate: int, window_s: float = 0.01) -> np.ndarray:
+    """RMS per 10 ms window."""
+    win = max(1, int(rate * window_s))
+    n = len(pcm) // win
+    return np.sqrt((pcm[: n * win].astype(np.float64).reshape(n, win) ** 2).mean(axis=1))
+
+
+def envelope_correlation(said: np.ndarray, heard: np.ndarray, rate: int, *, max_drift: float = 0.06) -> float:
+    """How well `said` shows up somewhere in `heard`: the best Pearson correlation of their
+    phone-band loudness envelopes (10 ms RMS, smoothed over 50 ms) over every alignment and
+    over playback rates within +-max_drift: a phone's media clock runs at its own pace (a
+    busy machine slows pjsua's), and its jitter buffer drops frames to catch up, so what
+    it records of a reply is a few percent shorter or longer than what was sent."""
+    smooth = np.hanning(7)[1:-1]
+    smooth /= smooth.sum()
+    a = np.convolve(envelope(band_limit(said, rate), rate), smooth, "same")
+    b = np.convolve(envelope(band_limit(heard, rate), rate), smooth, "same")
+    best = 0.0
+    for scale in np.arange(1 - max_drift, 1 + max_drift + 1e-9, 0.005):
+        n = int(len(a) * scale)
+        if n < 10 or len(b) < n:
+            continue
+        x = np.interp(np.linspace(0, len(a) - 1, n), np.arange(len(a)), a)
+        windows = np.lib.stride_tricks.sliding_window_view(b, n)
+        x0 = (x - x.mean()) / (x.std() + 1e-9)
+        w0 = (windows - windows.mean(axis=1, keepdims=True)) / (windows.std(axis=1, keepdims=True) + 1e-9)
+        best = max(best, float(np.max(w0 @ x0) / n))
+    return best

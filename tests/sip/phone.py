@@ -1,0 +1,202 @@
+"""A headless SIP phone (pjsua2, the pjproject SIP stack) in its own process, driven by
+JSON lines on stdin; what happens comes back as JSON lines on stdout.
+
+    {"cmd": "dial", "uri": "sip:+15550100@127.0.0.1:5060", "play": "in.wav", "record": "out.wav"}
+    {"cmd": "dtmf", "digits": "123#"}      {"cmd": "play", "wav": "q.wav"}
+    {"cmd": "hangup"}      {"cmd": "quit"}
+    {"cmd": "incoming", "mode": "answer"|"busy"|"ignore", "play": ..., "record": ...}
+
+Events: ready {port}, state {call, state, code, reason}, dtmf {digit},
+transfer {to}, incoming {from}. pjsua2 allows 4 calls per process.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import sys
+import threading
+
+import pjsua2 as pj
+
+_lock = threading.Lock()
+
+
+def emit(**ev) -> None:
+    with _lock:
+        sys.stdout.write(json.dumps(ev) + "\n")
+        sys.stdout.flush()
+
+
+class Phone:
+    def __init__(self, port: int = 0) -> None:
+        self.ep = pj.Endpoint()
+        self.ep.libCreate()
+        cfg = pj.EpConfig()
+        cfg.uaConfig.threadCnt = 1
+        cfg.uaConfig.maxCalls = 4
+        cfg.medConfig.clockRate = cfg.medConfig.sndClockRate = 8000
+        cfg.medConfig.noVad = True
+        cfg.medConfig.ecTailLen = 0
+        cfg.medConfig.quality = 4
+        cfg.logConfig.level = cfg.logConfig.consoleLevel = 1
+        self.ep.libInit(cfg)
+        tcfg = pj.TransportConfig()
+        tcfg.boundAddress = tcfg.publicAddress = "127.0.0.1"
+        tcfg.port = port
+        tid = self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
+        self.port = self.ep.transportGetInfo(tid).localName.split(":")[-1]
+        self.ep.libStart()
+        self.ep.audDevManager().setNullDev()
+        for c in self.ep.codecEnum2():
+            self.ep.codecSetPriority(c.codecId, 0)
+        self.ep.codecSetPriority("PCMU/8000", 255)
+        self.ep.codecSetPriority("PCMA/8000", 254)
+        acfg = pj.AccountConfig()
+        acfg.idUri = f"sip:+15550123@127.0.0.1:{self.port}"
+        acfg.regConfig.registrarUri = ""
+        acfg.natConfig.sipStunUse = acfg.natConfig.mediaStunUse = pj.PJSUA_STUN_USE_DISABLED
+        acfg.natConfig.contactRewriteUse = acfg.natConfig.viaRewriteUse = acfg.natConfig.sdpNatRewriteUse = 0
+        acfg.mediaConfig.srtpUse = pj.PJMEDIA_SRTP_DISABLED
+        acfg.mediaConfig.srtpSecureSignaling = 0
+        acfg.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
+        acfg.mediaConfig.transportConfig.publicAddress = "127.0.0.1"
+        acfg.mediaConfig.transportConfig.port = 40000
+        acfg.mediaConfig.transportConfig.portRange = 1000
+        self.acc = Account(self)
+        self.acc.create(acfg)
+        self.calls: dict[int, Call] = {}
+        self.media: dict[int, list] = {}  # players / recorders kept alive per call
+        self.incoming = {"mode": "answer", "play": None, "record": None}
+        self.next_play: dict[int, tuple] = {}
+        self.extra: list = []  # calls pjsua2 makes itself (a transfer's new leg)
+
+    def wire(self, call: "Call", play: str | None, record: str | None) -> None:
+        self.next_play[call.getId()] = (play, record)
+
+
+class Account(pj.Account):
+    def __init__(self, phone: Phone) -> None:
+        super().__init__()
+        self.phone = phone
+
+    def onIncomingCall(self, prm) -> None:
+        call = Call(self, self.phone, prm.callId)
+        info = call.getInfo()
+        emit(ev="incoming", call=info.id, **{"from": info.remoteUri, "to": info.localUri})
+        self.phone.calls[info.id] = call
+        mode = self.phone.incoming["mode"]
+        op = pj.CallOpParam()
+        if mode == "busy":
+            op.statusCode = 486
+            call.answer(op)
+        elif mode == "ignore":
+            op.statusCode = 180
+            call.answer(op)
+        else:
+            self.phone.wire(call, self.phone.incoming["play"], self.phone.incoming["record"])
+            op.statusCode = 200
+            call.answer(op)
+
+
+class Call(pj.Call):
+    def __init__(self, acc: Account, phone: Phone, call_id: int = pj.PJSUA_INVALID_ID) -> None:
+        super().__init__(acc, call_id)
+        self.phone = phone
+
+    def onCallState(self, prm) -> None:
+        info = self.getInfo()
+        if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self.phone.media.pop(info.id, None)  # recordings are complete files from here on
+        emit(ev="state", call=info.id, state=info.stateText, code=info.lastStatusCode, reason=info.lastReason)
+
+    def onCallMediaState(self, prm) -> None:
+        info = self.getInfo()
+        for i, mi in enumerate(info.media):
+            if mi.type == pj.PJMEDIA_TYPE_AUDIO and mi.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                am = self.getAudioMedia(i)
+                play, record = self.phone.next_play.pop(info.id, (None, None))
+                keep = self.phone.media.setdefault(info.id, [])
+                if record:
+                    rec = pj.AudioMediaRecorder()
+                    rec.createRecorder(record)
+                    am.startTransmit(rec)
+                    keep.append(rec)
+                if play:
+                    player = pj.AudioMediaPlayer()
+                    player.createPlayer(play, pj.PJMEDIA_FILE_NO_LOOP)
+                    player.startTransmit(am)
+                    keep.append(player)
+                emit(ev="media", call=info.id)
+
+    def onDtmfDigit(self, prm) -> None:
+        emit(ev="dtmf", call=self.getId(), digit=prm.digit)
+
+    def onCallTransferRequest(self, prm) -> None:
+        emit(ev="transfer", call=self.getId(), to=prm.dstUri)
+        prm.statusCode = 202
+        new = Call(self.phone.acc, self.phone)
+        self.phone.extra.append(new)
+        prm.newCall = new
+
+    def onCallTransferStatus(self, prm) -> None:
+        prm.cont = False
+
+
+def main() -> None:
+    phone = Phone(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+    emit(ev="ready", port=int(phone.port))
+    current: Call | None = None
+    try:
+        for line in sys.stdin:
+            cmd = json.loads(line)
+            name = cmd["cmd"]
+            if name == "dial":
+                current = Call(phone.acc, phone)
+                op = pj.CallOpParam(True)
+                current.makeCall(cmd["uri"], op)
+                phone.calls[current.getId()] = current
+                phone.wire(current, cmd.get("play"), cmd.get("record"))
+                emit(ev="dialing", call=current.getId())
+            elif name == "dtmf":
+                call = phone.calls.get(cmd.get("call", current.getId() if current else -1))
+                call.dialDtmf(cmd["digits"])
+            elif name == "play":  # into the current call, from now on
+                call = phone.calls[current.getId()]
+                player = pj.AudioMediaPlayer()
+                player.createPlayer(cmd["wav"], pj.PJMEDIA_FILE_NO_LOOP)
+                player.startTransmit(call.getAudioMedia(-1))
+                phone.media.setdefault(call.getId(), []).append(player)
+            elif name == "hangup":
+                for c in list(phone.calls.values()):
+                    if c.isActive():
+                        c.hangup(pj.CallOpParam(True))
+            elif name == "status":
+                active = 0
+                for c in list(phone.calls.values()) + phone.extra:
+                    try:
+                        active += bool(c.isActive())
+                    except Exception:  # a call pjsua already freed
+                        pass
+                emit(ev="status", active=active)
+            elif name == "incoming":
+                phone.incoming = {"mode": cmd["mode"], "play": cmd.get("play"), "record": cmd.get("record")}
+            elif name == "quit":
+                break
+    finally:
+        phone.ep.hangupAllCalls()
+        import time
+        time.sleep(0.3)
+        phone.media.clear()
+        phone.calls.clear()
+        phone.extra.clear()
+        current = None
+        del current
+        gc.collect()
+        phone.acc.shutdown()
+        phone.ep.libDestroy()
+        emit(ev="bye")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""The SIP gateway's answers to bad INVITEs (what a carrier expects), G.711, and
+`python agent.py sip provision` against the local LiveKit server's SIP service."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import warnings
+
+import numpy as np
+import pytest
+from livekit import api
+
+from devstack.sip import g711
+from devstack.sip.message import parse
+
+from .conftest import CALLED, SipWorld, run_agent_py, telephony_yaml
+
+pytestmark = pytest.mark.asyncio(loop_scope="package")
+
+
+def test_g711_tables_match_audioop_byte_for_byte():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import audioop
+    pcm = np.arange(-32768, 32768, dtype=np.int16)
+    every = bytes(range(256))
+    assert g711.encode(pcm, g711.PCMU) == audioop.lin2ulaw(pcm.tobytes(), 2)
+    assert g711.encode(pcm, g711.PCMA) == audioop.lin2alaw(pcm.tobytes(), 2)
+    assert g711.decode(every, g711.PCMU).tobytes() == audioop.ulaw2lin(every, 2)
+    assert g711.decode(every, g711.PCMA).tobytes() == audioop.alaw2lin(every, 2)
+
+
+def invite(gw: str, *, to: str = CALLED, codecs: str = "0 8 101", call_id: str = "bad-1", drop: str = "") -> bytes:
+    sdp = (f"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+           f"m=audio 49170 RTP/AVP {codecs}\r\na=rtpmap:101 telephone-event/8000\r\n")
+    headers = [
+        f"Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bK{call_id}", "Max-Forwards: 70",
+        "From: <sip:+15550999@127.0.0.1>;tag=abc", f"To: <sip:{to}@{gw}>", f"Call-ID: {call_id}",
+        "CSeq: 1 INVITE", "Contact: <sip:+15550999@127.0.0.1:5099>", "Content-Type: application/sdp",
+        f"Content-Length: {len(sdp)}",
+    ]
+    headers = [h for h in headers if not (drop and h.startswith(drop))]
+    return ("INVITE sip:%s@%s SIP/2.0\r\n" % (to, gw) + "\r\n".join(headers) + "\r\n\r\n" + sdp).encode()
+
+
+async def exchange(gw_addr: tuple[str, int], data: bytes, *, source: str = "127.0.0.1",
+                   timeout: float = 3.0) -> list:
+    """Send one datagram from `source`; the final responses that come back."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((source, 0))
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    sock.sendto(data, gw_addr)
+    out = []
+    try:
+        while True:
+            msg = parse(await asyncio.wait_for(loop.sock_recv(sock, 65535), timeout))
+            out.append(msg)
+            if msg.status >= 200:
+                return out
+    except asyncio.TimeoutError:
+        return out
+    finally:
+        sock.close()
+
+
+async def test_bad_invites_get_the_answers_a_carrier_expects(world: SipWorld):
+    gw = world.gateway
+    addr = (gw.host, gw.port)
+    # a number no trunk takes
+    r = await exchange(addr, invite(gw.address, to="+15550777", call_id="b1"))
+    assert (r[-1].status, r[-1].reason) == (404, "Does not match any SIP Trunks")
+    # the right number from an address the trunk does not allow (127.0.0.2 is loopback too)
+    r = await exchange(addr, invite(gw.address, call_id="b2"), source="127.0.0.2")
+    assert (r[-1].status, r[-1].reason) == (404, "Does not match any SIP Trunks")
+    # no codec in common (G.722 only)
+    r = await exchange(addr, invite(gw.address, codecs="9", call_id="b3"))
+    assert r[-1].status == 488
+    # malformed: no Call-ID, a mangled CSeq, and bytes that are not SIP at all
+    r = await exchange(addr, invite(gw.address, call_id="b4", drop="Call-ID"))
+    assert r[-1].status == 400 and "Call-ID" in r[-1].reason
+    r = await exchange(addr, invite(gw.address, call_id="b5").replace(b"CSeq: 1 INVITE", b"CSeq: one"))
+    assert r[-1].status == 400 and "CSeq" in r[-1].reason
+    assert await exchange(addr, b"\x00\x01garbage\r\n\r\n", timeout=1.0) == []
+    # a BYE for no call
+    bye = invite(gw.address, call_id="b6").replace(b"INVITE sip", b"BYE sip").replace(b"1 INVITE", b"2 BYE")
+    assert (await exchange(addr, bye))[-1].status == 481
+    # and the gateway still serves: OPTIONS is answered, no call was left behind
+    options = invite(gw.address, call_id="b7").replace(b"INVITE sip", b"OPTIONS sip").replace(b"1 INVITE", b"1 OPTIONS")
+    r = await exchange(addr, options)
+    assert r[-1].status == 200 and "INVITE" in r[-1].get("Allow")
+    assert not gw.calls
+    assert [s for s, _ in gw.rejected[-3:]] == [404, 404, 488]
+
+
+async def test_provisioning_is_idempotent_and_updates_in_place(world: SipWorld):
+    # the fixture provisioned once: everything was created, and a second run changes nothing
+    assert "create inbound trunk 'test-inbound'" in world.provisioned
+    assert "create dispatch rule 'test-calls'" in world.provisioned
+    rc, out, err = await run_agent_py(world.env, "sip", "provision")
+    assert rc == 0, err
+    assert out.startswith("nothing to change"), out
+
+    async with world.api() as lk:
+        before = (await lk.sip.list_dispatch_rule(api.ListSIPDispatchRuleRequest())).items[0]
+    world.telephony_file.write_text(telephony_yaml(world.phone.port, room_prefix="phone"))
+    try:
+        rc, out, err = await run_agent_py(world.env, "sip", "provision", "--dry-run")
+        assert rc == 0 and out.strip() == f"would update dispatch rule 'test-calls' ({before.sip_dispatch_rule_id}): rule"
+        rc, out, err = await run_agent_py(world.env, "sip", "provision")
+        assert rc == 0 and out.strip() == f"update dispatch rule 'test-calls' ({before.sip_dispatch_rule_id}): rule"
+        async with world.api() as lk:
+            after = (await lk.sip.list_dispatch_rule(api.ListSIPDispatchRuleRequest())).items
+        assert len(after) == 1 and after[0].sip_dispatch_rule_id == before.sip_dispatch_rule_id
+        assert after[0].rule.dispatch_rule_individual.room_prefix == "phone"
+    finally:
+        world.telephony_file.write_text(telephony_yaml(world.phone.port))
+        rc, out, err = await run_agent_py(world.env, "sip", "provision")
+        assert rc == 0, err
+
+    rc, out, err = await run_agent_py(world.env, "sip", "list")
+    assert rc == 0 and "'test-inbound'" in out and "agents=['gemini-agent']" in out
+
+
+async def test_a_malformed_telephony_file_is_one_clear_error(world: SipWorld):
+    bad = world.tmp / "bad-sip.yaml"
+    bad.write_text(telephony_yaml(world.phone.port).replace('numbers: ["+15550100"]\n    allowed',
+                                                             'numbers: ["call me"]\n    allowed'))
+    rc, out, err = await run_agent_py(world.env, "sip", "provision", "--file", str(bad))
+    assert rc == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert str(bad) in lines[0] and "inbound_trunks[0].numbers[0] = 'call me'" in lines[0]
+    bad.write_text(telephony_yaml(world.phone.port).replace("trunks: [test-inbound]", "trunks: [nope]"))
+    rc, out, err = await run_agent_py(world.env, "sip", "provision", "--file", str(bad))
+    assert rc == 2 and "dispatch_rules[0].trunks: 'nope' is not the name of an inbound trunk" in err
