@@ -199,8 +199,8 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
         room_options=room_options(settings, participant),
     )
     mark("session_started")
-    # the web client hints that speech over the greeting is not heard for this long
-    await ctx.room.local_participant.set_attributes({"lk.echo_warmup_s": f"{warmup_s or 0:g}"})
+    if settings.turn_detection.mode == "manual":
+        await push_to_talk.enable(session, ctx.room)  # first: no audio reaches Gemini before a press
     gemini = session.current_agent.realtime_llm_session
     observer.watch_gemini(gemini)
     # Gemini unreachable for good (agents/gemini/connection.py): tell the caller, end the call
@@ -212,6 +212,6 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
     meeting.attach(session, ctx.room, settings, instructions)
     if is_phone_call:
         phone.attach(ctx, session, agent, settings)  # keypad, call limits, hang-up
-    if settings.turn_detection.mode == "manual":
-        await push_to_talk.enable(session, ctx.room)
+    # the web client hints that speech over the greeting is not heard for this long
+    await ctx.room.local_participant.set_attributes({"lk.echo_warmup_s": f"{warmup_s or 0:g}"})
     return session

@@ -103,7 +103,14 @@ async def run_call(call: Call, server: OfflineGeminiServer, stop: asyncio.Event,
             first_segment = len(speaker.segments)
             started = time.perf_counter()
             mic.say(question)
-            spoken_at = await mic.wait_spoken()
+            # a closed session stops pulling the microphone: do not wait on it then
+            spoken = asyncio.ensure_future(mic.wait_spoken())
+            await asyncio.wait([spoken, asyncio.ensure_future(closed.wait())], return_when=asyncio.FIRST_COMPLETED)
+            if not spoken.done():
+                spoken.cancel()
+                call.lost = "the session closed"
+                return
+            spoken_at = spoken.result()
             deadline = spoken_at + ANSWER_TIMEOUT_S
             answer, cut = None, 0
             while answer is None and time.perf_counter() < deadline and not closed.is_set():
@@ -143,6 +150,8 @@ async def inject(server: OfflineGeminiServer, call: Call, rng: random.Random, me
         target, kind = sessions[-1], rng.choice(KINDS)
         call.fault_times.append(time.perf_counter())
         log.append((call.variant, kind))
+        if len(log) % 10 == 0:
+            print(f"{len(log)} faults injected", flush=True)
         if kind == "go_away":
             await target.send_go_away(f"{rng.uniform(2, 6):.1f}s")
         elif kind == "close_1011":
