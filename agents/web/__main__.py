@@ -17,6 +17,10 @@ def main() -> int:
     except (SettingsError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the address is taken or cannot be bound
+        print(f"error: cannot serve the web client on {settings.web.host}:{settings.web.port} ({e.strerror}); "
+              "stop what uses it, or set web.port (AGENT_WEB__PORT)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         pass
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -155,3 +156,17 @@ async def test_a_worker_that_loses_livekit_exits_non_zero_with_one_line():
     assert proc.returncode == 1, err.decode()[-2000:]
     line = one_error_line(err.decode())
     assert "lost the connection to LiveKit" in line and "LIVEKIT_URL" in line
+
+
+def test_the_web_server_names_a_taken_port_and_the_setting_that_moves_it():
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        env = {**os.environ, "AGENT_WEB__PORT": str(port), "LIVEKIT_URL": "ws://127.0.0.1:7880",
+               "LIVEKIT_API_KEY": "devkey", "LIVEKIT_API_SECRET": "a-secret-that-is-long-enough-for-hs256"}
+        done = subprocess.run([sys.executable, "-m", "agents.web"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert f"127.0.0.1:{port}" in done.stderr and "AGENT_WEB__PORT" in done.stderr
+    assert "Traceback" not in done.stderr
