@@ -203,6 +203,7 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
         await push_to_talk.enable(session, ctx.room)  # first: no audio reaches Gemini before a press
     gemini = session.current_agent.realtime_llm_session
     observer.watch_gemini(gemini)
+    observer.watch_turns(video.speech_activity(session))  # end of speech -> the agent's first audio
     # Gemini unreachable for good (agents/gemini/connection.py): tell the caller, end the call
     failure = asyncio.create_task(end_call_when_gemini_fails(
         ctx, session, gemini.failure, settings.connection, hang_up_room=is_phone_call))

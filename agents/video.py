@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,7 @@ class SpeechActivity(io.AudioInput):
         self.hangover_s = hangover_s
         self.noise_db = 0.0  # the room's level without speech: starts high, falls to it at once
         self._speech_left_s = 0.0
+        self.last_voice_at = 0.0  # time.monotonic() of the last frame heard as speech
 
     @property
     def speaking(self) -> bool:
@@ -65,6 +67,7 @@ class SpeechActivity(io.AudioInput):
         self.noise_db = level if level < self.noise_db else self.noise_db + 3.0 * dur
         if level > max(self.floor_db, self.noise_db + self.margin_db):
             self._speech_left_s = self.hangover_s
+            self.last_voice_at = time.monotonic()
         else:
             self._speech_left_s = max(0.0, self._speech_left_s - dur)
 
@@ -135,11 +138,21 @@ class PreferredVideoSource:
             stream.set_track_sid(chosen)
 
 
+def speech_activity(session: AgentSession) -> SpeechActivity | None:
+    """The SpeechActivity in the session's audio input chain, put in front of it if none is
+    there yet (the video sampler and the turn-latency metric share one)."""
+    audio = session.input.audio
+    while audio is not None and not isinstance(audio, SpeechActivity):
+        audio = audio.source
+    if audio is None and session.input.audio is not None:
+        audio = session.input.audio = SpeechActivity(session.input.audio)
+    return audio
+
+
 def attach(session: AgentSession, room: rtc.Room, settings: VideoSettings) -> PreferredVideoSource | None:
     """After session.start(): watch the person's speech for the sampler, and follow the
     preferred video source."""
     if not settings.enabled:
         return None
-    if session.input.audio is not None:
-        session.input.audio = SpeechActivity(session.input.audio)
+    speech_activity(session)
     return PreferredVideoSource(session, room, settings.prefer)

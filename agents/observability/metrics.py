@@ -10,12 +10,14 @@ calls into this module. Other layers report what only they see through two funct
 from __future__ import annotations
 
 import logging
+import time
 from typing import Literal
 
 from livekit import rtc
 from livekit.agents import AgentSession, llm
 from livekit.agents.metrics.usage import LLMModelUsage
 from livekit.agents.voice.events import (
+    AgentStateChangedEvent,
     CloseEvent,
     ConversationItemAddedEvent,
     FunctionToolsExecutedEvent,
@@ -25,14 +27,14 @@ from prometheus_client import Counter, Gauge, Histogram
 
 logger = logging.getLogger("gemini-agent.metrics")
 
-# The framework measures a turn's e2e_latency when the model reports the end of the person's
-# speech before its reply starts. livekit-plugins-google 1.8.9 reports it only after the reply
-# (and its realtime ttft as -1), so with Gemini's own turn detection this stays empty; it
-# fills with any model or turn detection that reports it (bench/voice_to_voice.py measures
-# the figure from outside meanwhile).
+# The framework's own e2e_latency needs the model to report the end of the person's speech
+# before its reply; livekit-plugins-google 1.8.9 reports it only after the reply (and its
+# realtime ttft as -1), so with Gemini's turn detection it never comes. The product measures
+# the turn itself: the last frame of the person's speech at the agent (agents/video.py's
+# SpeechActivity on the session's audio input) to the agent's state turning "speaking".
 TURN_LATENCY = Histogram(
     "gemini_agent_turn_latency_seconds",
-    "End of the person's speech to the agent's first audio (the framework's e2e_latency)",
+    "End of the person's speech (as the agent heard it) to the agent's first audio",
     buckets=(0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0),
 )
 TURNS = Counter("gemini_agent_turns", "Replies the agent spoke or wrote (one per assistant message)")
@@ -78,6 +80,7 @@ class CallObserver:
         self.kind: CallKind = (
             "phone" if participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP else "browser")
         self.ended = False
+        self.session = session
         self._tokens: dict[tuple[str, str, str], int] = {}  # the session's totals counted so far
         CALLS.labels(kind=self.kind).inc()
         ACTIVE_CALLS.labels(kind=self.kind).inc()
@@ -117,9 +120,20 @@ class CallObserver:
         if not isinstance(item, llm.ChatMessage) or item.role != "assistant":
             return
         TURNS.inc()
-        latency = (item.metrics or {}).get("e2e_latency")
-        if latency is not None and latency >= 0:
-            TURN_LATENCY.observe(latency)
+
+    def watch_turns(self, speech: object) -> None:
+        """Per-turn latency from `speech` (a SpeechActivity: `last_voice_at`, monotonic): a
+        reply that starts after the person last spoke counts once."""
+        answered = 0.0
+
+        def on_state(ev: AgentStateChangedEvent) -> None:
+            nonlocal answered
+            heard = getattr(speech, "last_voice_at", 0.0)
+            if ev.new_state == "speaking" and heard > answered:
+                answered = time.monotonic()
+                TURN_LATENCY.observe(answered - heard)
+
+        self.session.on("agent_state_changed", on_state)
 
     def _on_tools(self, ev: FunctionToolsExecutedEvent) -> None:
         for call, output in ev.zipped():

@@ -141,6 +141,11 @@ async def test_metrics_logs_and_traces_after_real_calls(worker, stack, otlp, spe
         assert value(during, "gemini_agent_tool_errors_total", tool="get_current_time") == 1
         assert value(during, "gemini_agent_model_tokens_total", kind="input_audio") > 0
         assert value(during, "gemini_agent_model_tokens_total", kind="output_audio") > 0
+        # per-turn latency: the browser's question, from its last spoken frame at the agent to
+        # the agent's first audio (the offline model answers once 500 ms of silence end a turn)
+        turns = value(during, "gemini_agent_turn_latency_seconds_count")
+        assert turns >= 1
+        assert 0.4 <= value(during, "gemini_agent_turn_latency_seconds_sum") / turns <= 5.0
 
         for c in callers:
             await asyncio.wait_for(c.leave(), 15)
