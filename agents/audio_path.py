@@ -40,8 +40,6 @@ from livekit.agents.voice.room_io._output import _ParticipantAudioOutput
 
 from .settings import LatencySettings
 
-GEMINI_INPUT_RATE = 16000
-
 
 # ---- measurement hooks --------------------------------------------------------------------
 class LatencyTrace:
