@@ -26,6 +26,19 @@ await build({
   logLevel: 'warning',
   define: { 'process.env.NODE_ENV': '"production"' },
 });
+// direct-to-Gemini mode: Google's SDK in its own bundle, imported by app.js only when chosen
+await build({
+  entryPoints: [join(here, 'src', 'direct.js')],
+  outfile: join(out, 'direct.js'),
+  bundle: true,
+  format: 'esm',
+  platform: 'browser',
+  target: ['es2020', 'chrome100', 'firefox100', 'safari15'],
+  minify: true,
+  legalComments: 'eof',
+  charset: 'utf8',
+  logLevel: 'warning',
+});
 await build({
   entryPoints: [join(here, 'src', 'app.css')],
   outfile: join(out, 'app.css'),
@@ -33,7 +46,7 @@ await build({
   minify: true,
   logLevel: 'warning',
 });
-for (const file of ['index.html', 'favicon.svg']) await copyFile(join(here, 'src', file), join(out, file));
+for (const file of ['index.html', 'favicon.svg', 'pcm-recorder.js']) await copyFile(join(here, 'src', file), join(out, file));
 
 if (check) {
   const stale = [];

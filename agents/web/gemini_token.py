@@ -38,6 +38,7 @@ class GeminiToken:
     websocket_url: str  # the constrained Live endpoint; the token goes in ?access_token=
     expires_at: str  # RFC 3339
     new_session_expires_at: str
+    response_modality: str  # "audio" | "text": what the page asks for (the token locks it)
 
 
 def live_setup(settings: Settings, instructions: str) -> types.LiveConnectConfig:
@@ -98,7 +99,14 @@ async def mint(settings: Settings, instructions: str, *, client: genai.Client | 
                       ".GenerativeService.BidiGenerateContentConstrained",
         expires_at=expires.isoformat(),
         new_session_expires_at=new_session.isoformat(),
+        response_modality=settings.model.modality,
     )
+
+
+def connect_sources() -> str:
+    """The Live API's origins, for the page's Content-Security-Policy (connect-src)."""
+    host = _base_url().split("://", 1)[-1].split("/", 1)[0]
+    return f"wss://{host} https://{host}"
 
 
 def _error(status: int, code: str, message: str) -> web.Response:

@@ -137,8 +137,11 @@ def create_app(settings: Settings, credentials: LiveKitCredentials | None = None
     if they are missing.
     """
     service = TokenService(settings, credentials or LiveKitCredentials.from_env())
+    connect_src = _connect_sources(service.server_url)
+    if settings.direct.enabled:  # the page opens the Live API's websocket itself
+        connect_src += " " + gemini_token.connect_sources()
     app = web.Application(
-        middlewares=[_security_headers_middleware(_connect_sources(service.server_url)), _cors_middleware(settings)],
+        middlewares=[_security_headers_middleware(connect_src), _cors_middleware(settings)],
         client_max_size=64 * 1024,
     )
     app[_TOKEN_SERVICE] = service

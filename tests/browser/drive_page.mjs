@@ -426,7 +426,57 @@ async function noAgent(r) {
   await page.context().close();
 }
 
-const SCENARIOS = { conversation, 'text-only': textOnly, 'push-to-talk': pushToTalk, 'no-agent': noAgent };
+// Direct to Gemini: the page fetches an ephemeral token and talks to the (offline) Live API
+// itself; the fake microphone's sentence is answered, then a typed message. Every HTTP
+// response and WebSocket frame the page receives is searched for the server's API key.
+async function directToGemini(r) {
+  // the offline server's certificate is self-signed; the real service's is not
+  const page = await newPage(r, { ...DESKTOP, ignoreHTTPSErrors: true }, true);
+  r.received = { responses: 0, frames: 0, withKey: [] };
+  const scan = (where, body) => {
+    if (body && String(body).includes(cfg.secret)) r.received.withKey.push(where);
+  };
+  page.on('response', async (resp) => {
+    r.received.responses++;
+    scan(`headers ${resp.url()}`, JSON.stringify(await resp.allHeaders().catch(() => ({}))));
+    scan(resp.url(), await resp.text().catch(() => ''));
+  });
+  page.on('websocket', (ws) => {
+    r.websocketUrl = ws.url().replace(/access_token=[^&]+/, 'access_token=…');
+    ws.on('framereceived', (f) => {
+      r.received.frames++;
+      scan(`frame ${ws.url()}`, f.payload);
+    });
+  });
+  await page.goto(cfg.urls.main);
+  await page.click('.options summary');
+  r.linkOptions = await page.$$eval('input[name="link"]', (els) => els.map((e) => ({ value: e.value, checked: e.checked, label: e.parentElement.textContent.trim() })));
+  await page.check('#link-direct');
+  await page.click('#start-button');
+  await page.waitForSelector('#status[data-state="connected"]', { timeout });
+  r.statusText = await text(page, '#status');
+  r.replyAudio = await measureAgentAudio(page, 'gemini', timeout);
+  await page.waitForFunction(
+    () => {
+      const lis = [...document.querySelectorAll('#transcript li:not(.separator)')];
+      const u = lis.findIndex((li) => li.dataset.speaker === 'user' && li.dataset.kind === 'speech' && li.dataset.final === 'true');
+      return u >= 0 && lis.slice(u + 1).some((li) => li.dataset.speaker === 'agent' && li.dataset.final === 'true');
+    },
+    null,
+    { timeout },
+  );
+  r.chat = await chat(page, cfg.chat);
+  r.transcript = await transcript(page);
+  r.alerts = await alerts(page);
+  await shot(page, 'direct-1280');
+  Object.assign(r, await pageState(page));
+  await page.click('#end');
+  await page.waitForSelector('#ended:not([hidden])', { timeout });
+  r.endedReason = await text(page, '#ended-reason');
+  await page.context().close();
+}
+
+const SCENARIOS = { conversation, 'text-only': textOnly, 'push-to-talk': pushToTalk, 'no-agent': noAgent, direct: directToGemini };
 
 try {
   browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args });

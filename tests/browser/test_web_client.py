@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from agents.settings import AgentIdentitySettings, Settings, WebSettings
+from agents.settings import AgentIdentitySettings, DirectSettings, Settings, WebSettings
 from agents.web import LiveKitCredentials, WebServer
 from devstack.stack import LocalStack
 
@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(600)
 TONE_HZ = 440.0
 CHAT = "What is the capital of France?"
 # all of them; WEB_TEST_SCENARIOS=name,name runs a subset while working on one
-SCENARIOS = os.environ.get("WEB_TEST_SCENARIOS", "conversation,text-only,push-to-talk,no-agent").split(",")
+SCENARIOS = os.environ.get("WEB_TEST_SCENARIOS", "conversation,text-only,push-to-talk,no-agent,direct").split(",")
 
 
 def tone_24k(seconds: float) -> bytes:
@@ -51,6 +51,7 @@ async def run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[st
         lk = stack.livekit
         script = stack.gemini.script
         script.transcripts[2] = SPEECH  # turn 1 is the greeting, turn 2 the person's words
+        script.transcripts[1] = SPEECH  # direct to Gemini: no greeting, turn 1 is the person's
         script.default_reply_audio = tone_24k(1.5)
         common = {"AGENT_WORKER__NUM_IDLE_PROCESSES": "1"}
         main = await stack.start_worker(common, wait=False)
@@ -64,6 +65,7 @@ async def run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[st
             settings = Settings(
                 agent=AgentIdentitySettings(name=agent_name),
                 web=WebSettings(host="127.0.0.1", port=0, rate_limit_per_minute=100, agent_join_timeout_s=3),
+                direct=DirectSettings(enabled=True),
             )
             return WebServer(settings, creds)
 
@@ -83,6 +85,9 @@ async def run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[st
                 return "go"
             return None
 
+        # the web server mints Gemini ephemeral tokens with the (offline) service's key
+        saved = {k: os.environ.get(k) for k in stack.gemini.client_env()}
+        os.environ.update(stack.gemini.client_env())
         try:
             async with web("gemini-agent") as w_main, web("ptt-agent") as w_ptt, web("nobody-runs-this") as w_absent:
                 results = await run_driver(
@@ -90,6 +95,7 @@ async def run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[st
                         "urls": {"main": w_main.url, "ptt": w_ptt.url, "absent": w_absent.url},
                         "wav": str(wav),
                         "chat": CHAT,
+                        "secret": stack.gemini.api_key,
                         "artifactsDir": str(ARTIFACTS),
                         "timeoutMs": 45000,
                         "scenarios": SCENARIOS,
@@ -98,6 +104,11 @@ async def run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[st
                     timeout_s=480,
                 )
         finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
             await asyncio.gather(main.stop(), ptt.stop())
             (ARTIFACTS / "worker.log").write_text(main.log_tail(300))
             (ARTIFACTS / "worker-ptt.log").write_text(ptt.log_tail(300))
@@ -234,3 +245,31 @@ async def test_screenshots_and_accessibility(run: dict[str, Any]) -> None:
     assert r["themeAfterSwitch"] in ("light", "dark")
     for page in ("axeStart", "axeCall", "axeCallDark", "axeEnded"):
         assert serious(r[page]) == [], (page, r[page])
+
+
+async def test_direct_to_gemini_with_an_ephemeral_token_and_no_api_key_in_the_page(run: dict[str, Any]) -> None:
+    r = result(run, "direct")
+    print(f"\ndirect: reply {r['replyAudio']}; states {r['states']}; ws {r.get('websocketUrl')}; "
+          f"received {r['received']['responses']} responses, {r['received']['frames']} frames; scenario {r['wallMs']} ms")
+    # the mode is a visible choice, LiveKit by default
+    assert [(o["value"], o["checked"]) for o in r["linkOptions"]] == [("livekit", True), ("direct", False)], r["linkOptions"]
+    assert r["statusText"] == "Connected directly to Gemini"
+    # the page opened the constrained Live endpoint itself, with the ephemeral token
+    assert ".BidiGenerateContentConstrained?access_token=" in r["websocketUrl"], r["websocketUrl"]
+    # the spoken sentence was answered: the offline model's 440 Hz reply played in the page
+    audio = r["replyAudio"]
+    assert audio["found"] and abs(audio["dominantHz"] - TONE_HZ) < 10, audio
+    assert audio["peakDbfs"] > -30, audio
+    assert r["vizMax"] > 0.3 and r["micMax"] > 0.1, (r["vizMax"], r["micMax"])
+    assert "speaking" in r["states"] and "listening" in r["states"], r["states"]
+    # both sides in the transcript, from Gemini's own transcriptions
+    lines = r["transcript"]
+    assert [e["text"].strip() for e in lines if e["speaker"] == "user" and e["kind"] == "speech" and e["final"]] == [SPEECH], lines
+    assert SPEECH in [e["text"].strip() for e in lines if e["speaker"] == "agent" and e["final"]], lines
+    # typed text is answered too
+    assert r["chat"]["sent"] == CHAT and r["chat"]["reply"] == f"You said: {CHAT}", r["chat"]
+    assert r["alerts"] == {}, r["alerts"]
+    # the API key is in nothing the page received (HTTP bodies and headers, WebSocket frames)
+    assert r["received"]["responses"] >= 5 and r["received"]["frames"] >= 20, r["received"]
+    assert r["received"]["withKey"] == [], r["received"]["withKey"]
+    assert r["endedReason"] == "You ended the call."

@@ -9,6 +9,8 @@
 //                     `lk.transcription_final`, `lk.transcribed_track_id`
 //   - chat:           text streams on topic `lk.chat`, both ways
 //   - push-to-talk:   agent attribute `lk.push_to_talk=true`; RPC `start_turn` / `end_turn`
+// "Direct to Gemini" (the start screen's option) skips LiveKit: direct.js, loaded on demand,
+// talks to the Gemini Live API with an ephemeral token from POST /api/gemini-token.
 import {
   ConnectionState,
   DisconnectReason,
@@ -34,6 +36,8 @@ const ATTR_TRACK_ID = 'lk.transcribed_track_id';
 // livekit-agents' default echo warm-up, used when the agent does not advertise its own
 const DEFAULT_ECHO_WARMUP_S = 3;
 const SPEAKING_LEVEL = 0.3; // about -42 dBFS
+const DIRECT_MODULE = '/static/direct.js'; // a separate bundle: the Gemini SDK, only when chosen
+const DIRECT_AGENT = 'gemini'; // the agent's key in the meters and audio sinks in direct mode
 
 const STATE_LABELS = {
   connecting: 'Connecting…',
@@ -62,6 +66,8 @@ const ui = Object.fromEntries(
 
 /** @type {Room | null} */
 let room = null;
+/** @type {import('./direct.js').DirectCall | null} */
+let direct = null;
 let mode = 'voice';
 let inviteFromLink = readInviteFromLink();
 let agentIdentity = null;
@@ -175,7 +181,8 @@ function displayName(p) {
 function renderAgent() {
   const agent = findAgent();
   let state;
-  if (!room) state = connecting ? 'connecting' : 'ended';
+  if (direct) state = direct.state;
+  else if (!room) state = connecting ? 'connecting' : 'ended';
   else if (room.state !== ConnectionState.Connected && !agent) state = 'connecting';
   else if (agent) state = agent.attributes?.[ATTR_AGENT_STATE] || 'initializing';
   else state = agentEverJoined ? 'left' : 'waiting';
@@ -200,7 +207,7 @@ function renderAgent() {
   if (!ptt && pttHeld) endTurn();
 
   // echo warm-up: the agent discards the person's audio while its first reply plays
-  if (state === 'speaking' && !warmup.started && mode === 'voice' && !ptt) {
+  if (agent && state === 'speaking' && !warmup.started && mode === 'voice' && !ptt) {
     warmup.started = true;
     const seconds = Number(agent.attributes?.[ATTR_ECHO_WARMUP] ?? DEFAULT_ECHO_WARMUP_S);
     if (seconds > 0) {
@@ -316,7 +323,8 @@ function updateSpeaking() {
 
 function tick() {
   levels.sample();
-  const mic = room?.localParticipant.isMicrophoneEnabled ? levels.level('local-mic') : 0;
+  const micOn = room ? room.localParticipant.isMicrophoneEnabled : !!direct?.micOn;
+  const mic = micOn ? levels.level('local-mic') : 0;
   ui.micLevel.value = mic;
   const agentKey = agentIdentity ? `audio-${agentIdentity}` : null;
   const bands = agentKey ? levels.bands(agentKey) : null;
@@ -418,7 +426,7 @@ async function sendChat(text) {
 function renderControls() {
   const lp = room?.localParticipant;
   for (const [button, on, label] of [
-    [ui.mic, lp?.isMicrophoneEnabled, 'Microphone'],
+    [ui.mic, direct ? direct.micOn : lp?.isMicrophoneEnabled, 'Microphone'],
     [ui.camera, lp?.isCameraEnabled, 'Camera'],
     [ui.screen, lp?.isScreenShareEnabled, 'Share screen'],
   ]) {
@@ -426,7 +434,8 @@ function renderControls() {
     button.querySelector('.label').textContent = label;
     button.title = `${label}: ${on ? 'on' : 'off'}`;
   }
-  ui.screen.hidden = !canShareScreen();
+  ui.screen.hidden = !canShareScreen() || !!direct;
+  if (direct) ui.camera.hidden = ui.devices.hidden = true; // direct mode: voice and text only
   renderLocalVideos();
 }
 
@@ -467,6 +476,10 @@ function removeVideo(id) {
 }
 
 async function toggle(kind) {
+  if (direct && kind === 'mic') {
+    direct.setMicEnabled(!direct.micOn);
+    return renderControls();
+  }
   if (!room) return;
   const lp = room.localParticipant;
   try {
@@ -539,9 +552,13 @@ async function fetchToken(name, invite) {
   const body = {};
   if (name) body.name = name;
   if (invite) body.invite = invite;
+  return postForGrant('/api/token', body);
+}
+
+async function postForGrant(path, body) {
   let resp;
   try {
-    resp = await fetch('/api/token', {
+    resp = await fetch(path, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify(body),
@@ -559,6 +576,7 @@ async function fetchToken(name, invite) {
     let message;
     if (resp.status === 429) message = `Too many attempts. Try again in ${resp.headers.get('Retry-After') || 'a few'} seconds.`;
     else if (data?.field === 'invite') message = `This invite link cannot be used: ${data.error}.`;
+    else if (data?.message) message = `Cannot start: ${data.message}.`;
     else message = data?.error ? `Cannot start: ${data.error}.` : `Cannot start (HTTP ${resp.status}).`;
     throw Object.assign(new Error(message), { shown: true, field: data?.field });
   }
@@ -640,9 +658,10 @@ function setSideOpen(open) {
 }
 
 async function start(invite) {
-  if (room) return;
+  if (room || direct) return;
   const form = new FormData(ui.startForm);
   mode = form.get('mode') === 'text' ? 'text' : 'voice';
+  const viaGemini = form.get('link') === 'direct' && !invite; // a meeting is always in LiveKit
   const name = String(form.get('name') || '').trim();
   levels.audioContext(); // created inside the click, so playback and meters may start
   ui.startButton.disabled = true;
@@ -671,6 +690,8 @@ async function start(invite) {
           return null;
         })
       : Promise.resolve(null);
+  ui.devices.hidden = false;
+  if (viaGemini) return startDirect(micPromise);
 
   const r = new Room({ adaptiveStream: true, dynacast: true });
   room = r;
@@ -722,6 +743,8 @@ async function start(invite) {
 }
 
 function endCall(reasonText) {
+  direct?.close();
+  direct = null;
   clearTimeout(agentTimer);
   clearTimeout(warmup.timer);
   if (pttHeld) pttHeld = false;
@@ -744,6 +767,87 @@ function endCall(reasonText) {
   if (location.hash) history.replaceState(null, '', location.pathname + location.search);
   inviteFromLink = null;
   ui.startButton.disabled = false;
+}
+
+// ----------------------------------------------------------------- direct to Gemini
+
+async function startDirect(micPromise) {
+  const sink = document.createElement('audio');
+  sink.dataset.participant = DIRECT_AGENT;
+  sink.muted = mode === 'text'; // a chat-only conversation: no sound
+  let call = null;
+  try {
+    const grant = await postForGrant('/api/gemini-token', {});
+    const { DirectCall } = await import(DIRECT_MODULE);
+    ui.audioSinks.append(sink);
+    call = new DirectCall(grant, {
+      playbackContext: levels.audioContext(),
+      audioElement: sink,
+      onState: renderAgent,
+      onTranscript: showDirectTranscript,
+      onAudioTrack: (track) => levels.watch(`audio-${DIRECT_AGENT}`, track),
+      onClose: (reason) => {
+        if (direct === call) endCall(reason || 'You ended the call.');
+      },
+    });
+    direct = call;
+    await call.connect();
+  } catch (e) {
+    connecting = false;
+    direct = null;
+    call?.close();
+    sink.remove();
+    (await micPromise)?.stop();
+    showScreen('start');
+    setStatus('Not connected', 'idle');
+    ui.startError.textContent = e?.shown ? e.message : `Could not connect to Gemini: ${e?.message || e}`;
+    ui.startError.hidden = false;
+    ui.startButton.disabled = false;
+    return;
+  }
+  connecting = false;
+  callCount += 1;
+  agentIdentity = DIRECT_AGENT;
+  transcript.separator(callCount > 1 ? 'New conversation, direct to Gemini' : 'Conversation started, direct to Gemini');
+  setStatus('Connected directly to Gemini', 'connected');
+  ui.status.dataset.room = '';
+  showScreen('call');
+  renderAgent();
+  renderControls();
+  if (!meterTimer) meterTimer = setInterval(tick, 80);
+  const mic = await micPromise;
+  if (mic && direct === call) {
+    try {
+      await call.startMic(new MediaStream([mic.mediaStreamTrack]));
+      levels.watch('local-mic', mic.mediaStreamTrack);
+    } catch (e) {
+      showAlert('mic', `Your microphone could not be connected: ${e?.message || e}`);
+    }
+  } else mic?.stop();
+  renderControls();
+  if (mode === 'text' || !mic) ui.chatInput.focus();
+  else ui.end.focus({ preventScroll: true });
+}
+
+function showDirectTranscript(speaker, turn, text, final) {
+  const li = transcript.line(`direct-${callCount}-${turn}-${speaker}`, {
+    speaker,
+    name: speaker === 'user' ? 'You' : 'Agent',
+    identity: speaker === 'user' ? 'you' : DIRECT_AGENT,
+    kind: 'speech',
+  });
+  transcript.setText(li, text, final);
+}
+
+function sendDirectChat(text) {
+  const li = transcript.line(`chat-out-${++chatCounter}`, { speaker: 'user', name: 'You', identity: 'you', kind: 'chat' });
+  transcript.setText(li, text, true);
+  try {
+    direct.sendText(text);
+  } catch (e) {
+    li.dataset.failed = 'true';
+    showAlert('error', `Your message could not be sent: ${e?.message || e}`);
+  }
 }
 
 // ------------------------------------------------------------------------------ wiring
@@ -774,6 +878,7 @@ function wire() {
   ui.end.addEventListener('click', async () => {
     ending = true;
     if (room) await room.disconnect();
+    else if (direct) endCall('You ended the call.');
   });
   ui.chatToggle.addEventListener('click', () => setSideOpen(ui.side.dataset.open !== 'true'));
   ui.devices.addEventListener('click', async () => {
@@ -800,6 +905,10 @@ function wire() {
   ui.chatForm.addEventListener('submit', (e) => {
     e.preventDefault();
     const text = ui.chatInput.value.trim();
+    if (direct && text) {
+      ui.chatInput.value = '';
+      return sendDirectChat(text);
+    }
     if (!text || !room || room.state !== ConnectionState.Connected) return;
     ui.chatInput.value = '';
     sendChat(text);
@@ -824,7 +933,7 @@ function wire() {
     e.preventDefault();
     endTurn();
   });
-  window.addEventListener('pagehide', () => room?.disconnect());
+  window.addEventListener('pagehide', () => (room ? room.disconnect() : direct?.close()));
   showScreen('start');
 }
 
