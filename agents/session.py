@@ -22,14 +22,14 @@ from .gemini import GeminiRealtimeModel, build_realtime_model
 from .gemini.transport import tls_context as model_tls_context
 from .gemini.warmup import warm_up_client, warm_up_types
 from .observability.call import observe_call
-from . import meeting
+from . import chat_only, meeting
 from .settings import Settings
 
 logger = logging.getLogger("gemini-agent")
 
 
 def room_options(settings: Settings, participant: rtc.RemoteParticipant) -> room_io.RoomOptions:
-    speaks = settings.model.modality == "audio"
+    speaks = settings.model.modality == "audio" and not chat_only.is_chat_only(participant)
     return room_io.RoomOptions(
         participant_identity=participant.identity,
         # latency.*: 16 kHz / 10 ms input frames by default (see agents/audio_path.py)
@@ -175,6 +175,9 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
 
     participant = await ctx.wait_for_participant()
     mark("participant")
+    voice = not chat_only.is_chat_only(participant)
+    if not voice:  # text replies only (agents/chat_only.py)
+        settings, model = await chat_only.for_chat(ctx.room, settings, model, publish)
     is_phone_call = participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP
     logger.info(
         "starting session",
@@ -183,7 +186,7 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
     warmup_s = echo_warmup(settings, participant)
     session = build_session(settings, echo_warmup_s=warmup_s, model=model)
     observer = observe_call(ctx, session, participant)  # metrics and log context (agents/observability)
-    if audio_out is not None:
+    if audio_out is not None and voice:
         session.output.audio = audio_out
         if publish is None:
             publish = asyncio.create_task(audio_out.start(), name="publish_agent_audio")

@@ -269,6 +269,8 @@ class WebSettings(_Section):
     # Origins (scheme://host[:port]) besides the server's own that may call /api/token.
     allowed_origins: list[str] = []
     rate_limit_per_minute: int = Field(default=30, ge=1, le=10000)
+    # POST /api/gemini-token (direct mode), per client address: each token opens a Gemini session
+    gemini_token_rate_limit_per_minute: int = Field(default=10, ge=1, le=10000)
     # The LiveKit URL handed to browsers when it differs from LIVEKIT_URL (which the agent
     # worker uses), e.g. a public wss:// address in front of an internal one. "" = LIVEKIT_URL.
     livekit_public_url: str = ""

@@ -162,6 +162,17 @@ async def test_a_requested_identity_is_never_granted(client: TestClient, identit
     assert "participant_token" not in err
 
 
+async def test_a_chat_only_person_is_marked_for_the_agent(client: TestClient) -> None:
+    """{"mode": "text"}: the token carries the attribute the agent reads (agents/chat_only.py)."""
+    text = await (await post_token(client, {"mode": "text"})).json()
+    assert verify(text["participant_token"]).attributes == {"lk.chat_only": "true"}
+    voice = await (await post_token(client, {"mode": "voice"})).json()
+    assert not verify(voice["participant_token"]).attributes
+    bad = await post_token(client, {"mode": "video"})
+    assert bad.status == 400 and (await bad.json()) == {
+        "field": "mode", "error": "mode must be 'voice' or 'text' (chat only), not 'video'"}
+
+
 async def test_a_requested_room_is_refused(client: TestClient) -> None:
     resp = await post_token(client, {"room": "support-1"})
     assert resp.status == 400

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from ..settings import Settings
 from . import gemini_token
-from .token_service import LiveKitCredentials, TokenService, error_response
+from .token_service import LiveKitCredentials, RateLimiter, TokenService, error_response, rate_limited
 
 logger = logging.getLogger("agents.web")
 
@@ -152,7 +152,10 @@ def create_app(settings: Settings, credentials: LiveKitCredentials | None = None
     app.router.add_route("OPTIONS", TOKEN_PATH, _token)  # answered by the CORS middleware
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
     # direct mode (direct.enabled): ephemeral Gemini tokens for the browser
-    app.router.add_post(gemini_token.PATH, gemini_token.handler(settings))
+    # (each opens a Gemini session billed to the server's key: limited per client address)
+    app.router.add_post(gemini_token.PATH, rate_limited(
+        gemini_token.handler(settings), RateLimiter(settings.web.gemini_token_rate_limit_per_minute),
+        settings.web.trust_forwarded_for, "Gemini token"))
     return app
 
 

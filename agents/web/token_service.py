@@ -1,7 +1,8 @@
 """`POST /api/token`: a least-privilege LiveKit access token for one browser participant.
 
 Request (`Content-Type: application/json`, at most MAX_BODY_BYTES):
-    {"name": "Alice" (optional display name), "invite": "<invite>" (optional)}
+    {"name": "Alice" (optional display name), "invite": "<invite>" (optional),
+     "mode": "voice" | "text" (optional; text: chat only, the agent answers in text only)}
 Response 200:
     {"server_url", "participant_token", "room", "identity", "expires_at" (Unix seconds),
      "invite", "invite_expires_at", "agent_join_timeout_s"}
@@ -44,6 +45,7 @@ import jwt
 from aiohttp import web
 from livekit import api
 
+from ..chat_only import ATTR as CHAT_ONLY_ATTR
 from ..settings import Settings
 from .invites import InviteError, Invites
 
@@ -52,7 +54,7 @@ logger = logging.getLogger("agents.web.token")
 MAX_BODY_BYTES = 4096
 NAME_MAX_CHARS = 64
 PUBLISH_SOURCES = ["microphone", "camera", "screen_share", "screen_share_audio"]
-ALLOWED_FIELDS = frozenset({"name", "invite"})
+ALLOWED_FIELDS = frozenset({"name", "invite", "mode"})
 # Fields of the old request shape, refused with what to do instead.
 SERVER_CHOSEN = {
     "room": "room is chosen by the server: leave it out for a new conversation, or send the meeting's invite",
@@ -139,6 +141,31 @@ class RateLimiter:
             del self._hits[key]
 
 
+def too_many(limiter: RateLimiter, client: str, what: str) -> web.Response | None:
+    """Count a request from client; the 429 (naming the limit, with Retry-After) if over it."""
+    retry_after = limiter.hit(client)
+    if retry_after is None:
+        return None
+    seconds = max(1, math.ceil(retry_after))
+    logger.warning("%s rate limit hit by %s", what, client)
+    return error_response(
+        429,
+        "client",
+        f"too many {what} requests; at most {limiter.limit} a minute, retry in {seconds} s",
+        headers={"Retry-After": str(seconds)},
+    )
+
+
+def rate_limited(handler, limiter: RateLimiter, trust_forwarded_for: bool, what: str):
+    """handler behind a per-client-address limit."""
+
+    async def limited(request: web.Request) -> web.StreamResponse:
+        refused = too_many(limiter, client_address(request, trust_forwarded_for), what)
+        return refused if refused is not None else await handler(request)
+
+    return limited
+
+
 def client_address(request: web.Request, trust_forwarded_for: bool) -> str:
     if trust_forwarded_for:
         forwarded = request.headers.get("X-Forwarded-For", "")
@@ -148,8 +175,8 @@ def client_address(request: web.Request, trust_forwarded_for: bool) -> str:
     return request.remote or "unknown"
 
 
-def parse_token_request(body: bytes) -> tuple[str | None, str | None]:
-    """Validate a token request body; return (display name or None, invite or None)."""
+def parse_token_request(body: bytes) -> tuple[str | None, str | None, bool]:
+    """Validate a token request body; return (display name or None, invite or None, chat only)."""
     try:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -160,7 +187,7 @@ def parse_token_request(body: bytes) -> tuple[str | None, str | None]:
         if key in SERVER_CHOSEN:
             raise BadRequest(400, key, SERVER_CHOSEN[key])
         if key not in ALLOWED_FIELDS:
-            raise BadRequest(400, key, f"unknown field {key!r}; allowed: invite, name")
+            raise BadRequest(400, key, f"unknown field {key!r}; allowed: invite, mode, name")
 
     name = data.get("name")
     if name is not None:
@@ -178,7 +205,10 @@ def parse_token_request(body: bytes) -> tuple[str | None, str | None]:
         if not isinstance(invite, str) or not invite.strip():
             raise BadRequest(400, "invite", "invite must be a non-empty string (the link's invite parameter)")
         invite = invite.strip()
-    return name, invite
+    mode = data.get("mode", "voice")
+    if mode not in ("voice", "text"):
+        raise BadRequest(400, "mode", f"mode must be 'voice' or 'text' (chat only), not {mode!r}")
+    return name, invite, mode == "text"
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -238,7 +268,7 @@ class TokenService:
     def _new_room() -> str:
         return "call-" + secrets.token_hex(8)
 
-    def issue(self, name: str | None = None, invite: str | None = None) -> IssuedToken:
+    def issue(self, name: str | None = None, invite: str | None = None, chat_only: bool = False) -> IssuedToken:
         """A token for a fresh room, or for the invite's room; InviteError if it admits no one."""
         room = self.invites.room_of(invite) if invite is not None else self._new_room()
         identity = self._new_identity()
@@ -260,6 +290,8 @@ class TokenService:
         )
         if name:
             token = token.with_name(name)
+        if chat_only:  # the agent replies in text only (agents/chat_only.py)
+            token = token.with_attributes({CHAT_ONLY_ATTR: "true"})
         if self.settings.agent.name:
             token = token.with_room_config(
                 api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name=self.settings.agent.name)])
@@ -282,22 +314,14 @@ class TokenService:
 
     async def handle(self, request: web.Request) -> web.Response:
         client = client_address(request, self.settings.web.trust_forwarded_for)
-        retry_after = self.limiter.hit(client)
-        if retry_after is not None:
-            seconds = max(1, math.ceil(retry_after))
-            logger.warning("token rate limit hit by %s", client)
-            return error_response(
-                429,
-                "client",
-                f"too many token requests; at most {self.limiter.limit} a minute, retry in {seconds} s",
-                headers={"Retry-After": str(seconds)},
-            )
+        if (refused := too_many(self.limiter, client, "token")) is not None:
+            return refused
         try:
             if request.content_type != "application/json":
                 raise BadRequest(415, "content-type", "Content-Type must be application/json")
-            name, invite = parse_token_request(await read_body(request))
+            name, invite, chat_only = parse_token_request(await read_body(request))
             try:
-                issued = self.issue(name, invite)
+                issued = self.issue(name, invite, chat_only)
             except InviteError as e:
                 raise BadRequest(403, "invite", str(e)) from None
         except BadRequest as e:

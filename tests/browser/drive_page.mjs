@@ -333,6 +333,33 @@ async function conversation(r) {
   await page.context().close();
 }
 
+// The loudest sample any audio track the page receives carries from now on (whether or
+// not the page plays it): window.__sinkPeak = { peak, tracks }.
+function watchSinks() {
+  const ctx = new AudioContext();
+  const seen = new Set();
+  window.__sinkPeak = { peak: 0, tracks: 0 };
+  const buf = new Float32Array(2048);
+  const analysers = [];
+  setInterval(() => {
+    for (const el of document.querySelectorAll('#audio-sinks audio')) {
+      const track = el.srcObject?.getAudioTracks?.()[0];
+      if (!track || seen.has(track.id)) continue;
+      seen.add(track.id);
+      const an = ctx.createAnalyser();
+      an.fftSize = buf.length;
+      ctx.createMediaStreamSource(new MediaStream([track])).connect(an);
+      analysers.push(an);
+      window.__sinkPeak.tracks = seen.size;
+    }
+    ctx.resume();
+    for (const an of analysers) {
+      an.getFloatTimeDomainData(buf);
+      for (const v of buf) window.__sinkPeak.peak = Math.max(window.__sinkPeak.peak, Math.abs(v));
+    }
+  }, 20);
+}
+
 // Chat only: no microphone asked for, typed messages answered.
 async function textOnly(r) {
   // the narrowest phone the page is made for; no permission needed: nothing is asked
@@ -340,13 +367,18 @@ async function textOnly(r) {
   await page.goto(cfg.urls.main);
   await ready('text-only', 'gemini-agent');
   Object.assign(r, await startCall(page, 'text-only', { textOnly: true }));
+  await page.evaluate(watchSinks);
   await agentIdentityOf(page);
   // like a person, read the greeting before typing
   await page.waitForSelector('#transcript li[data-speaker="agent"][data-final="true"]', { timeout });
   r.micPublished = await page.evaluate(() => document.getElementById('mic').getAttribute('aria-pressed'));
   r.alerts = await alerts(page);
   r.chat = await chat(page, cfg.chat);
+  // the agent's chat answer comes after its transcript line: folded into it, not shown twice
+  await page.waitForSelector('#transcript li[data-speaker="agent"][data-chat="true"]', { timeout });
   r.transcript = await transcript(page);
+  await page.waitForTimeout(1500); // a voice reply would play for longer than the text took
+  r.agentAudio = await page.evaluate(() => window.__sinkPeak);
   await shot(page, 'text-only-360');
   Object.assign(r, await pageState(page));
   await page.click('#end');

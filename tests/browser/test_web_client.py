@@ -209,6 +209,12 @@ async def test_a_text_only_conversation(run: dict[str, Any]) -> None:
     assert r["chat"]["sent"] == CHAT
     assert r["chat"]["reply"] == f"You said: {CHAT}", r["transcript"]
     assert not any(e["kind"] == "speech" and e["speaker"] == "user" for e in r["transcript"])
+    # the answer came as transcript and as chat: shown once
+    assert [e["text"] for e in r["transcript"] if e["speaker"] == "agent"].count(f"You said: {CHAT}") == 1, r["transcript"]
+    # chat only: the agent answered in text and no voice reached the page (its greeting
+    # included): any audio track the page got carried silence only
+    assert r["agentAudio"]["peak"] < 0.01, r["agentAudio"]
+    assert any(e["speaker"] == "agent" and e["text"].startswith("Hello") for e in r["transcript"]), r["transcript"]
 
 
 async def test_push_to_talk_button(run: dict[str, Any]) -> None:

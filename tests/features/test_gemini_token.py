@@ -159,3 +159,23 @@ async def test_the_endpoint_is_off_unless_enabled_and_says_when_it_has_no_key(en
     async with TestClient(TestServer(app)) as client:
         resp = await client.post(gemini_token.PATH)
         assert resp.status == 503 and "GOOGLE_API_KEY" in (await resp.json())["message"]
+
+
+async def test_gemini_tokens_are_rate_limited_per_client_address(env):
+    """Each token opens a Gemini session on the server's key: the product's web app limits
+    them per client address (web.gemini_token_rate_limit_per_minute), apart from /api/token."""
+    from agents.web import LiveKitCredentials, create_app
+
+    env.setenv("AGENT_WEB__GEMINI_TOKEN_RATE_LIMIT_PER_MINUTE", "2")
+    env.setenv("AGENT_WEB__TRUST_FORWARDED_FOR", "true")
+    app = create_app(load_settings(), LiveKitCredentials("ws://127.0.0.1:7880", "APIkey", "s" * 32))
+    a, b = {"X-Forwarded-For": "203.0.113.7"}, {"X-Forwarded-For": "198.51.100.1"}
+    async with TestClient(TestServer(app)) as client:
+        statuses = [(await client.post(gemini_token.PATH, headers=a)).status for _ in range(2)]
+        refused = await client.post(gemini_token.PATH, headers=a)
+        assert statuses == [200, 200] and refused.status == 429
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60
+        assert "too many Gemini token requests; at most 2 a minute, retry in" in (await refused.json())["error"]
+        assert (await client.post(gemini_token.PATH, headers=b)).status == 200  # another address
+        # the LiveKit token endpoint counts separately
+        assert (await client.post("/api/token", json={}, headers=a)).status == 200

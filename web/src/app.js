@@ -392,7 +392,11 @@ async function onChat(reader, info) {
   const p = room?.remoteParticipants.get(info.identity);
   const speaker = p && isAgent(p) ? 'agent' : 'other';
   // the agent may send its answer both as chat and as its transcript: show it once
-  if (speaker === 'agent' && transcript.recentDuplicate('agent', text)) return;
+  const shown = speaker === 'agent' && transcript.recentDuplicate('agent', text);
+  if (shown) {
+    shown.dataset.chat = 'true'; // the transcript line is also the agent's chat answer
+    return;
+  }
   const li = transcript.line(`chat-in-${reader.info.id}`, {
     speaker,
     name: displayName(p),
@@ -552,6 +556,7 @@ async function fetchToken(name, invite) {
   const body = {};
   if (name) body.name = name;
   if (invite) body.invite = invite;
+  if (mode === 'text') body.mode = 'text'; // the agent answers a chat-only person in text
   return postForGrant('/api/token', body);
 }
 

@@ -69,14 +69,19 @@ export function separator(text) {
   scrollIfAtBottom(el, () => el.append(li));
 }
 
-/** A recent line from speaker with the same text (the agent may answer on both topics). */
+const words = (s) => (s || '').replace(/\s+/g, ' ').trim();
+
+/** A recent line from speaker with the same text (the agent may answer on both topics); a
+ *  speech line still streaming counts when the text so far begins the same words. */
 export function recentDuplicate(speaker, text, withinMs = 15000) {
-  const want = text.trim();
+  const want = words(text);
   const now = Date.now();
   for (const li of [...list().children].slice(-8)) {
     if (li.dataset.speaker !== speaker) continue;
     const t = Date.parse(li.querySelector('time')?.dateTime || '');
-    if (li.querySelector('.text')?.textContent.trim() === want && now - t < withinMs) return li;
+    const have = words(li.querySelector('.text')?.textContent);
+    const same = have === want || (li.dataset.final !== 'true' && have && want.startsWith(have));
+    if (same && now - t < withinMs) return li;
   }
   return null;
 }
