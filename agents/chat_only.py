@@ -20,6 +20,7 @@ from .settings import Settings
 logger = logging.getLogger("gemini-agent")
 
 ATTR = "lk.chat_only"
+PUBLISH_WAIT_S = 3.0
 
 
 def is_chat_only(participant: rtc.Participant | None) -> bool:
@@ -43,7 +44,9 @@ async def for_chat(room: rtc.Room, settings: Settings, model, publish: asyncio.T
     early-connected model or None). An audio track published early for a voice nobody will
     hear is taken back; the AgentSession then gets no audio output."""
     if publish is not None:
-        await asyncio.wait({publish})
+        # publishing ends when the person subscribes; a page that never does must not hold us up
+        if not (await asyncio.wait({publish}, timeout=PUBLISH_WAIT_S))[0]:
+            publish.cancel()
         for sid, pub in list(room.local_participant.track_publications.items()):
             if pub.kind == rtc.TrackKind.KIND_AUDIO:
                 await room.local_participant.unpublish_track(sid)
