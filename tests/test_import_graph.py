@@ -4,6 +4,9 @@ product never imports the stand-ins (they live apart: devstack/ is test infrastr
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,9 +44,23 @@ def _imports(name: str, path: Path, mods: dict[str, Path]) -> set[str]:
     return {m for m in found if m in mods and m != name}
 
 
-def test_no_import_cycles():
+def _graph_here() -> dict[str, list[str]]:
     mods = _modules()
-    graph = {m: _imports(m, p, mods) for m, p in mods.items()}
+    return {m: sorted(_imports(m, p, mods)) for m, p in mods.items()}
+
+
+def _graph() -> dict[str, set[str]]:
+    """Parsed in a process of its own: CPython 3.11's AST conversion keeps one process-wide
+    recursion counter, and a parse in another thread of the test process (a job thread of a
+    worker from an earlier test) makes it fail with 'recursion depth mismatch'."""
+    out = subprocess.run(
+        [sys.executable, "-c", "import json, tests.test_import_graph as g; print(json.dumps(g._graph_here()))"],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=60)
+    return {m: set(deps) for m, deps in json.loads(out.stdout).items()}
+
+
+def test_no_import_cycles():
+    graph = _graph()
     state: dict[str, int] = {}
     stack: list[str] = []
     cycles: list[list[str]] = []
@@ -66,7 +83,6 @@ def test_no_import_cycles():
 
 
 def test_the_product_does_not_import_the_stand_ins():
-    mods = _modules()
-    product = {m: p for m, p in mods.items() if m.split(".")[0] == "agents"}
-    leaks = {m: sorted(d for d in _imports(m, p, mods) if d.startswith("devstack")) for m, p in product.items()}
+    product = {m: deps for m, deps in _graph().items() if m.split(".")[0] == "agents"}
+    leaks = {m: sorted(d for d in deps if d.startswith("devstack")) for m, deps in product.items()}
     assert {m: d for m, d in leaks.items() if d} == {}
