@@ -15,6 +15,7 @@ from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client.parser import text_string_to_metric_families
 
+from devstack.gemini import proactive
 from devstack.stack import LocalStack
 
 from ..e2e.conftest import HEADSET_AGENT_ENV
@@ -125,6 +126,17 @@ async def test_metrics_logs_and_traces_after_real_calls(worker, stack, otlp, spe
         await browser.wait_reply(await browser.wait_spoken())
         await browser.wait_for(lambda: "listening" in [s for _, s in browser.agent_states][-1:], 30,
                                "the agent to listen again")
+        # a turn in the meeting too, addressed to the agent (its proactive audio, which the
+        # meeting switches on, answers only turns that name it: devstack/gemini/proactive.py)
+        carol = meeting[0]
+        await carol.wait_for(lambda: any(proactive.enabled(s) for s in stack.gemini.sessions), 30,
+                             "the meeting's proactive Gemini session")
+        stack.gemini.script.reset()
+        stack.gemini.script.transcripts.update({n: "Gemini, what time is it?" for n in (1, 2, 3)})
+        carol.say(speech("Gemini, what time is it?"))
+        await carol.wait_reply(await carol.wait_spoken())
+        await carol.wait_for(lambda: "listening" in [s for _, s in carol.agent_states][-1:], 30,
+                             "the agent to listen again in the meeting")
 
         during = await scrape(worker)
         assert value(during, "gemini_agent_active_calls", kind="browser") == 1
@@ -136,16 +148,19 @@ async def test_metrics_logs_and_traces_after_real_calls(worker, stack, otlp, spe
         # a turn for each reply the agent played (the question may reach the model as more
         # than one turn on a busy machine, and a reply cut off before it played is no turn)
         replies = sum(len(s.replies) for s in stack.gemini.sessions)
-        assert 1 <= value(during, "gemini_agent_turns_total") <= replies
+        turns = {k: value(during, "gemini_agent_turns_total", kind=k) for k in ("browser", "phone", "meeting")}
+        assert turns["browser"] >= 1 and turns["meeting"] >= 1 and sum(turns.values()) <= replies, turns
         assert value(during, "gemini_agent_tool_calls_total", tool="get_current_time") == 1
         assert value(during, "gemini_agent_tool_errors_total", tool="get_current_time") == 1
         assert value(during, "gemini_agent_model_tokens_total", kind="input_audio") > 0
         assert value(during, "gemini_agent_model_tokens_total", kind="output_audio") > 0
-        # per-turn latency: the browser's question, from its last spoken frame at the agent to
-        # the agent's first audio (the offline model answers once 500 ms of silence end a turn)
-        turns = value(during, "gemini_agent_turn_latency_seconds_count")
-        assert turns >= 1
-        assert 0.4 <= value(during, "gemini_agent_turn_latency_seconds_sum") / turns <= 5.0
+        # per-turn latency by call kind: the browser's question and Carol's in the meeting,
+        # from the last spoken frame at the agent to the agent's first audio (the offline model
+        # answers once 500 ms of silence end a turn)
+        for kind in ("browser", "meeting"):
+            turns = value(during, "gemini_agent_turn_latency_seconds_count", kind=kind)
+            assert turns >= 1, kind
+            assert 0.4 <= value(during, "gemini_agent_turn_latency_seconds_sum", kind=kind) / turns <= 5.0, kind
 
         for c in callers:
             await asyncio.wait_for(c.leave(), 15)
