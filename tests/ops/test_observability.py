@@ -4,6 +4,7 @@ through the local LiveKit server: the values match what happened in the calls.""
 from __future__ import annotations
 
 import asyncio
+import glob
 import json
 import os
 import re
@@ -67,10 +68,12 @@ async def stack(tmp_path_factory):
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def worker(stack, otlp):
-    # load by calls, not by the CPU of this shared machine (a saturated CPU reads as full)
+async def worker(stack, otlp, tmp_path_factory):
+    # load by calls, not by the CPU of this shared machine (a saturated CPU reads as full);
+    # the benchmarks' latency trace on too (agents/observability/latency_trace.py)
     w = await stack.start_worker({**HEADSET_AGENT_ENV, "AGENT_WORKER__MAX_CALLS": "10",
-                                  "AGENT_OBSERVABILITY__TRACING_OTLP_ENDPOINT": otlp.url})
+                                  "AGENT_OBSERVABILITY__TRACING_OTLP_ENDPOINT": otlp.url,
+                                  "AGENT_LATENCY__TRACE_FILE": str(tmp_path_factory.mktemp("trace") / "agent")})
     yield w
     await w.stop()
 
@@ -204,4 +207,23 @@ async def test_metrics_logs_and_traces_after_real_calls(worker, stack, otlp, spe
 
     await asyncio.wait_for(spans_arrived(), 30)
     assert any(r.get("service.name") == "gemini-agent" for r in otlp.resources)
+
+    # the benchmarks' latency trace: one file per call, closed when its job ended, holding
+    # every kind of event bench/ reads, in the order a call starts
+    base = worker.env["AGENT_LATENCY__TRACE_FILE"]
+    files = {room: glob.glob(f"{base}.*.{room}.jsonl") for room in ("obs-browser", "obs-phone", "obs-meeting")}
+    assert all(len(f) == 1 for f in files.values()), files
+    with open(files["obs-browser"][0], encoding="utf-8") as f:
+        trace = [json.loads(line) for line in f]
+    first = {}
+    for e in trace:
+        first.setdefault(e["ev"], e["t"])
+    startup = ["job_received", "job_accepted", "job_assigned", "job_launched", "job_entry",
+               "room_connected", "participant", "session_started"]
+    assert [ev for ev in startup if ev in first] == startup, sorted(first)
+    assert sorted(startup, key=first.__getitem__) == startup, {ev: first[ev] for ev in startup}
+    assert {"open", "gemini_connect", "gemini_connected", "agent_published", "agent_subscribed",
+            "in", "sent", "model", "play"} <= set(first), sorted(first)
+    # the question went in and the echo came out, loud, at each hop
+    assert all(any(e["ev"] == ev and e["lvl"] >= 500 for e in trace) for ev in ("in", "model", "play"))
 
