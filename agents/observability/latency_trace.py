@@ -114,7 +114,7 @@ def attach(ctx: JobContext, settings: Settings) -> LatencyTrace | None:
         if wall:
             tr.event(ev, t=wall - offset)
 
-    found = False
+    found = connected = False
 
     def participant(p: rtc.RemoteParticipant) -> None:
         # what ctx.wait_for_participant() waits for: a person in the ACTIVE state
@@ -124,7 +124,10 @@ def attach(ctx: JobContext, settings: Settings) -> LatencyTrace | None:
             tr.event("participant")
 
     def connection(state: int) -> None:
-        if state == rtc.ConnectionState.CONN_CONNECTED and not found:
+        # the first CONNECTED comes as Room.connect() (in ctx.connect()) returns
+        nonlocal connected
+        if state == rtc.ConnectionState.CONN_CONNECTED and not connected:
+            connected = True
             tr.event("room_connected")
             for p in list(ctx.room.remote_participants.values()):
                 participant(p)
