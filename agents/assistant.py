@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from livekit.agents import Agent
 
-from . import audio_path
 from .settings import Settings
 from .tools import end_call_tool, get_current_time
 
@@ -23,6 +22,4 @@ class Assistant(Agent):
 
     async def on_enter(self) -> None:
         if self._settings.agent.greet:
-            if (tr := audio_path.trace()) is not None:
-                tr.event("greet")
             self.session.generate_reply(instructions=self._settings.agent.greeting_instructions)

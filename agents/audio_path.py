@@ -1,4 +1,4 @@
-"""The audio path between the room and Gemini, tuned for latency, and its measurement hooks.
+"""The audio path between the room and Gemini, tuned for latency.
 
 Framework defaults (livekit-agents 1.8.9 + livekit-plugins-google 1.8.9) and what they cost:
 
@@ -20,92 +20,17 @@ The low-latency path (`latency.mode: low`, the product's default):
 
 `latency.mode: framework` goes back to the framework's own objects and sizes.
 
-Measurement (`latency.trace_file`, off by default): timestamped JSON lines, one per audio
-frame at each hop, for the benchmarks in bench/. Times are time.monotonic()
-(CLOCK_MONOTONIC, the clock the offline servers and time.perf_counter() use on Linux).
+The benchmarks' per-frame trace (`latency.trace_file`) is a subclass of the output,
+built only while tracing (agents/observability/latency_trace.py).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import threading
-import time
-from typing import Any
-
-import numpy as np
 from livekit import rtc
 from livekit.agents import room_io, utils
 from livekit.agents.voice.room_io._output import _ParticipantAudioOutput
 
 from .settings import LatencySettings
-
-
-# ---- measurement hooks --------------------------------------------------------------------
-class LatencyTrace:
-    """Appends `{"ev": ..., "t": monotonic, ...}` lines to a file; cheap, off by default."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._file = open(path, "a", buffering=1 << 16, encoding="utf-8")  # noqa: SIM115
-        self._lock = threading.Lock()
-        self._last_flush = time.monotonic()
-
-    def event(self, ev: str, t: float | None = None, **fields: Any) -> None:
-        now = time.monotonic()
-        line = json.dumps({"ev": ev, "t": now if t is None else t, **fields}, separators=(",", ":"))
-        with self._lock:
-            self._file.write(line + "\n")
-            if now - self._last_flush > 0.25:
-                self._file.flush()
-                self._last_flush = now
-
-    def close(self) -> None:
-        with self._lock:
-            self._file.close()
-
-
-_trace: LatencyTrace | None = None
-
-
-def peak(pcm) -> int:
-    """Peak level of 16-bit PCM (bytes or an int16 memoryview), for the trace."""
-    a = np.frombuffer(pcm, dtype=np.int16)
-    return int(np.abs(a.astype(np.int32)).max()) if len(a) else 0
-
-
-def trace() -> LatencyTrace | None:
-    return _trace
-
-
-def open_trace(settings: LatencySettings, *, room: str) -> LatencyTrace | None:
-    """One trace file per job process and room, next to `latency.trace_file`."""
-    global _trace
-    if not settings.trace_file:
-        return None
-    base = settings.trace_file
-    path = f"{base}.{os.getpid()}.{room}.jsonl"
-    _trace = LatencyTrace(path)
-    _trace.event("open", room=room, mode=settings.mode)
-    return _trace
-
-
-def close_trace() -> None:
-    global _trace
-    if _trace is not None:
-        _trace.close()
-        _trace = None
-
-
-class _TracedAudioSource(rtc.AudioSource):
-    """Dates each frame's first sample leaving the sender: captured now, it plays after the
-    audio already queued ahead of it (the native queue drains 10 ms every 10 ms)."""
-
-    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
-        tr = _trace
-        if tr is not None:
-            tr.event("play", q=self.queued_duration, dur=frame.duration, lvl=peak(frame.data))
-        await super().capture_frame(frame)
 
 
 # ---- the room side --------------------------------------------------------------------------
@@ -123,7 +48,6 @@ class LowLatencyAudioOutput(_ParticipantAudioOutput):
         track_publish_options: rtc.TrackPublishOptions,
         frame_ms: int,
         queue_ms: int,
-        traced: bool = False,
         track_name: str = "roomio_audio",
     ) -> None:
         super().__init__(
@@ -133,20 +57,17 @@ class LowLatencyAudioOutput(_ParticipantAudioOutput):
             track_publish_options=track_publish_options,
             track_name=track_name,
         )
-        source_cls = _TracedAudioSource if traced else rtc.AudioSource
         # the base class made a 200 ms source that nothing has used yet: replace it before
         # start() publishes it
         default_source = self._audio_source
-        self._audio_source = source_cls(sample_rate, num_channels, queue_size_ms=queue_ms)
+        self._audio_source = self._new_source(sample_rate, num_channels, queue_ms)
         default_source._ffi_handle.dispose()
         self._audio_bstream = utils.audio.AudioByteStream(
             sample_rate, num_channels, samples_per_channel=sample_rate * frame_ms // 1000
         )
 
-    def clear_buffer(self) -> None:
-        if (tr := _trace) is not None:
-            tr.event("clear")
-        super().clear_buffer()
+    def _new_source(self, sample_rate: int, num_channels: int, queue_ms: int) -> rtc.AudioSource:
+        return rtc.AudioSource(sample_rate, num_channels, queue_size_ms=queue_ms)
 
 
 def is_framework(settings: LatencySettings) -> bool:
@@ -171,12 +92,14 @@ def needs_own_output(settings: LatencySettings) -> bool:
 def build_audio_output(settings: LatencySettings, room: rtc.Room) -> LowLatencyAudioOutput:
     defaults = room_io.AudioOutputOptions()
     framework = is_framework(settings)
-    return LowLatencyAudioOutput(
+    output_class = LowLatencyAudioOutput
+    if settings.trace_file:  # the benchmarks' dated frames, only while tracing
+        from .observability.latency_trace import TracedAudioOutput as output_class
+    return output_class(
         room,
         sample_rate=defaults.sample_rate,
         num_channels=defaults.num_channels,
         track_publish_options=defaults.track_publish_options,
         frame_ms=50 if framework else settings.output_frame_ms,
         queue_ms=200 if framework else settings.output_queue_ms,
-        traced=bool(settings.trace_file),
     )

@@ -41,6 +41,7 @@ from . import meeting_policy as policy
 from .meeting_floor import FloorAudioInput, Segment
 from .participants import display_name, follow_participants, is_person, people
 from .settings import Settings
+from .video import SpeechActivity
 
 logger = logging.getLogger("gemini-agent")
 
@@ -133,7 +134,7 @@ class Meeting:
             self._last_segment = Segment(linked.identity, _mic_sid(linked) or "")
         for p in people(self.room):
             self._add_voice(p)
-        self.session.input.audio = self.floor
+        self.session.input.audio = SpeechActivity(self.floor)  # who spoke last: video pace, turn metric
         # RoomIO stops reading the one person's microphone and publishing their transcripts
         room_io.unset_participant()
         logger.info("meeting: %d people, hearing everyone", len(people(self.room)))
@@ -145,7 +146,7 @@ class Meeting:
         if floor is not None:
             self._spawn(floor.aclose())
         room_io = self.session.room_io
-        self.session.input.audio = room_io.audio_input
+        self.session.input.audio = SpeechActivity(room_io.audio_input)
         room_io.set_participant(remaining.identity)
         self._segments.clear()
         self._current = None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from livekit import rtc
 from livekit.agents import AgentSession, JobContext, llm, room_io
@@ -21,6 +20,7 @@ from .call_failure import end_call_when_gemini_fails
 from .gemini import GeminiRealtimeModel, build_realtime_model
 from .gemini.transport import tls_context as model_tls_context
 from .gemini.warmup import warm_up_client, warm_up_types
+from .observability import latency_trace
 from .observability.call import observe_call
 from . import chat_only, meeting
 from .settings import Settings
@@ -75,30 +75,6 @@ def build_session(
     )
 
 
-def mark(ev: str, **fields) -> None:
-    """A startup milestone in the latency trace (bench/greeting.py); nothing when it is off."""
-    if (tr := audio_path.trace()) is not None:
-        tr.event(ev, **fields)
-
-
-def _mark_dispatch(ctx: JobContext) -> None:
-    """The worker's dispatch timeline for this job (unix seconds in the framework's
-    RunningJobInfo) on the trace's monotonic clock."""
-    if audio_path.trace() is None:
-        return
-    info = ctx._info  # noqa: SLF001 - the framework's own record of this job's dispatch
-    offset = time.time() - time.monotonic()
-    stamps = {
-        "job_received": info.received_at,
-        "job_accepted": info.accepted_at,
-        "job_assigned": info.assigned_at,
-        "job_launched": info.launched_at,
-    }
-    for ev, wall in stamps.items():
-        if wall:
-            mark(ev, t=wall - offset)
-
-
 def fast_startup(settings: Settings) -> bool:
     """`latency.mode: low` also starts the call the fast way (see run_session);
     `framework` keeps the framework's own order: room, participant, then the model."""
@@ -133,16 +109,7 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
     the Gemini Live connection (TLS + setup, ~100-250 ms) opens while the room connects and
     the person's media comes up, and the agent's audio track is published (and subscribed by
     the person) before the person is found, so the greeting only waits for the person."""
-    audio_path.open_trace(settings.latency, room=ctx.job.room.name)
-    mark("job_entry")
-    _mark_dispatch(ctx)
-    if audio_path.trace() is not None:
-
-        async def close_trace() -> None:
-            audio_path.close_trace()
-
-        ctx.add_shutdown_callback(close_trace)
-        ctx.room.on("local_track_published", lambda pub, track: mark("agent_published", kind=int(track.kind)))
+    latency_trace.attach(ctx, settings)  # the benchmarks' trace, when latency.trace_file is set
     warm = ctx.proc.userdata
     instructions = warm.get("instructions") or settings.instructions()
     fast = fast_startup(settings)
@@ -155,13 +122,11 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
         ctx.add_shutdown_callback(model.close_early)
 
     await ctx.connect()
-    mark("room_connected")
     audio_out = None
     publish: asyncio.Task | None = None
     if settings.model.modality == "audio" and audio_path.needs_own_output(settings.latency):
         # RoomIO's audio output with low-latency sizes; RoomIO wraps it for transcript sync
         audio_out = audio_path.build_audio_output(settings.latency, ctx.room)
-        audio_out.subscribed.add_done_callback(lambda _: mark("agent_subscribed"))
 
         async def close_output() -> None:
             if publish is not None:
@@ -174,7 +139,6 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
             publish = asyncio.create_task(audio_out.start(), name="publish_agent_audio")
 
     participant = await ctx.wait_for_participant()
-    mark("participant")
     voice = not chat_only.is_chat_only(participant)
     if not voice:  # text replies only (agents/chat_only.py)
         settings, model = await chat_only.for_chat(ctx.room, settings, model, publish)
@@ -201,12 +165,12 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
         room=ctx.room,
         room_options=room_options(settings, participant),
     )
-    mark("session_started")
     if settings.turn_detection.mode == "manual":
         await push_to_talk.enable(session, ctx.room)  # first: no audio reaches Gemini before a press
     gemini = session.current_agent.realtime_llm_session
     observer.watch_gemini(gemini)
-    observer.watch_turns(video.speech_activity(session))  # end of speech -> the agent's first audio
+    video.speech_activity(session)  # the person's speech, for the per-turn latency metric
+    observer.watch_turns(lambda: video.speech_activity(session, create=False))  # (a meeting's too)
     # Gemini unreachable for good (agents/gemini/connection.py): tell the caller, end the call
     failure = asyncio.create_task(end_call_when_gemini_fails(
         ctx, session, gemini.failure, settings.connection, hang_up_room=is_phone_call))

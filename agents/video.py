@@ -138,13 +138,14 @@ class PreferredVideoSource:
             stream.set_track_sid(chosen)
 
 
-def speech_activity(session: AgentSession) -> SpeechActivity | None:
+def speech_activity(session: AgentSession, *, create: bool = True) -> SpeechActivity | None:
     """The SpeechActivity in the session's audio input chain, put in front of it if none is
-    there yet (the video sampler and the turn-latency metric share one)."""
+    there yet and `create` (the video sampler and the turn-latency metric share one; a
+    meeting puts its own in front of the floor, agents/meeting.py)."""
     audio = session.input.audio
     while audio is not None and not isinstance(audio, SpeechActivity):
         audio = audio.source
-    if audio is None and session.input.audio is not None:
+    if audio is None and create and session.input.audio is not None:
         audio = session.input.audio = SpeechActivity(session.input.audio)
     return audio
 

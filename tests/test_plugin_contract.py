@@ -51,3 +51,26 @@ def test_the_plugin_still_logs_lost_connections_the_way_the_filter_expects():
             continue
         probe = prefix.replace("error in task gemini-realtime", "error in task {task.get_name()}")
         assert probe in source, f"the plugin no longer logs {prefix!r}"
+
+
+async def test_the_job_context_still_holds_the_dispatch_timeline_the_latency_trace_reads():
+    # agents/observability/latency_trace.py reads the framework's RunningJobInfo through
+    # JobContext's private `_info` (dispatch_timeline, the one place): a real JobContext here
+    from livekit import rtc
+    from livekit.agents.job import (
+        JobAcceptArguments, JobContext, JobExecutorType, JobProcess, RunningJobInfo,
+    )
+    from livekit.protocol import agent, models
+
+    from agents.observability.latency_trace import dispatch_timeline
+
+    info = RunningJobInfo(
+        accept_arguments=JobAcceptArguments(name="agent", identity="agent-1", metadata=""),
+        job=agent.Job(id="AJ_1", room=models.Room(name="r")), url="ws://127.0.0.1:1", token="t",
+        worker_id="W_1", fake_job=False,
+        received_at=100.0, accepted_at=100.5, assigned_at=101.0, launched_at=101.25)
+    proc = JobProcess(executor_type=JobExecutorType.PROCESS, user_arguments=None, http_proxy=None)
+    ctx = JobContext(proc=proc, info=info, room=rtc.Room(), on_connect=lambda: None,
+                     on_shutdown=lambda reason: None, inference_executor=None)
+    assert dispatch_timeline(ctx) == {"job_received": 100.0, "job_accepted": 100.5,
+                                      "job_assigned": 101.0, "job_launched": 101.25}

@@ -79,7 +79,7 @@ def build_realtime_model(
     conn = settings.connection
     session_class: type[GeminiRealtimeSession] = GeminiRealtimeSession
     if lat.trace_file:
-        from .tracing import TracedGeminiSession
+        from ..observability.latency_trace import TracedGeminiSession
 
         session_class = TracedGeminiSession
     return GeminiRealtimeModel(

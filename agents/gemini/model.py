@@ -25,7 +25,7 @@ class GeminiRealtimeModel(realtime.RealtimeModel):
         # None: the plugin's own input path (resampler + 50 ms chunks)
         self.input_chunk_ms = input_chunk_ms
         self.policy = policy
-        # the benchmarks' traced subclass (agents/gemini/tracing.py) when tracing is on
+        # the benchmarks' traced subclass (agents/observability/latency_trace.py) when tracing
         self._session_class = session_class
         # a session opened ahead of the AgentSession (connect_early), not yet handed over
         self._early: GeminiRealtimeSession | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Literal
+from typing import Callable, Literal
 
 from livekit import rtc
 from livekit.agents import AgentSession, llm
@@ -34,10 +34,12 @@ logger = logging.getLogger("gemini-agent.metrics")
 # SpeechActivity on the session's audio input) to the agent's state turning "speaking".
 TURN_LATENCY = Histogram(
     "gemini_agent_turn_latency_seconds",
-    "End of the person's speech (as the agent heard it) to the agent's first audio",
+    "End of the person's speech (as the agent heard it) to the agent's first audio, by call "
+    "kind (browser, phone, meeting)", ["kind"],
     buckets=(0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0),
 )
-TURNS = Counter("gemini_agent_turns", "Replies the agent spoke or wrote (one per assistant message)")
+TURNS = Counter("gemini_agent_turns", "Replies the agent spoke or wrote (one per assistant "
+                "message), by call kind (browser, phone, meeting)", ["kind"])
 TOKENS = Counter("gemini_agent_model_tokens", "Gemini tokens used, by kind "
                  "(input_audio, input_text, input_image, input_cached, output_audio, output_text)",
                  ["kind"])
@@ -119,19 +121,20 @@ class CallObserver:
         item = ev.item
         if not isinstance(item, llm.ChatMessage) or item.role != "assistant":
             return
-        TURNS.inc()
+        TURNS.labels(kind=self.kind).inc()
 
-    def watch_turns(self, speech: object) -> None:
-        """Per-turn latency from `speech` (a SpeechActivity: `last_voice_at`, monotonic): a
-        reply that starts after the person last spoke counts once."""
+    def watch_turns(self, speech: Callable[[], object]) -> None:
+        """Per-turn latency from `speech()` (the session's current SpeechActivity, whose
+        `last_voice_at` is monotonic; a meeting swaps the audio input, and its own with it):
+        a reply that starts after a person last spoke counts once, under the call's kind."""
         answered = 0.0
 
         def on_state(ev: AgentStateChangedEvent) -> None:
             nonlocal answered
-            heard = getattr(speech, "last_voice_at", 0.0)
+            heard = getattr(speech(), "last_voice_at", 0.0)
             if ev.new_state == "speaking" and heard > answered:
                 answered = time.monotonic()
-                TURN_LATENCY.observe(answered - heard)
+                TURN_LATENCY.labels(kind=self.kind).observe(answered - heard)
 
         self.session.on("agent_state_changed", on_state)
 

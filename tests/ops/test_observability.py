@@ -4,6 +4,7 @@ through the local LiveKit server: the values match what happened in the calls.""
 from __future__ import annotations
 
 import asyncio
+import glob
 import json
 import os
 import re
@@ -15,6 +16,7 @@ from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client.parser import text_string_to_metric_families
 
+from devstack.gemini import proactive
 from devstack.stack import LocalStack
 
 from ..e2e.conftest import HEADSET_AGENT_ENV
@@ -66,10 +68,12 @@ async def stack(tmp_path_factory):
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def worker(stack, otlp):
-    # load by calls, not by the CPU of this shared machine (a saturated CPU reads as full)
+async def worker(stack, otlp, tmp_path_factory):
+    # load by calls, not by the CPU of this shared machine (a saturated CPU reads as full);
+    # the benchmarks' latency trace on too (agents/observability/latency_trace.py)
     w = await stack.start_worker({**HEADSET_AGENT_ENV, "AGENT_WORKER__MAX_CALLS": "10",
-                                  "AGENT_OBSERVABILITY__TRACING_OTLP_ENDPOINT": otlp.url})
+                                  "AGENT_OBSERVABILITY__TRACING_OTLP_ENDPOINT": otlp.url,
+                                  "AGENT_LATENCY__TRACE_FILE": str(tmp_path_factory.mktemp("trace") / "agent")})
     yield w
     await w.stop()
 
@@ -125,6 +129,17 @@ async def test_metrics_logs_and_traces_after_real_calls(worker, stack, otlp, spe
         await browser.wait_reply(await browser.wait_spoken())
         await browser.wait_for(lambda: "listening" in [s for _, s in browser.agent_states][-1:], 30,
                                "the agent to listen again")
+        # a turn in the meeting too, addressed to the agent (its proactive audio, which the
+        # meeting switches on, answers only turns that name it: devstack/gemini/proactive.py)
+        carol = meeting[0]
+        await carol.wait_for(lambda: any(proactive.enabled(s) for s in stack.gemini.sessions), 30,
+                             "the meeting's proactive Gemini session")
+        stack.gemini.script.reset()
+        stack.gemini.script.transcripts.update({n: "Gemini, what time is it?" for n in (1, 2, 3)})
+        carol.say(speech("Gemini, what time is it?"))
+        await carol.wait_reply(await carol.wait_spoken())
+        await carol.wait_for(lambda: "listening" in [s for _, s in carol.agent_states][-1:], 30,
+                             "the agent to listen again in the meeting")
 
         during = await scrape(worker)
         assert value(during, "gemini_agent_active_calls", kind="browser") == 1
@@ -136,16 +151,19 @@ async def test_metrics_logs_and_traces_after_real_calls(worker, stack, otlp, spe
         # a turn for each reply the agent played (the question may reach the model as more
         # than one turn on a busy machine, and a reply cut off before it played is no turn)
         replies = sum(len(s.replies) for s in stack.gemini.sessions)
-        assert 1 <= value(during, "gemini_agent_turns_total") <= replies
+        turns = {k: value(during, "gemini_agent_turns_total", kind=k) for k in ("browser", "phone", "meeting")}
+        assert turns["browser"] >= 1 and turns["meeting"] >= 1 and sum(turns.values()) <= replies, turns
         assert value(during, "gemini_agent_tool_calls_total", tool="get_current_time") == 1
         assert value(during, "gemini_agent_tool_errors_total", tool="get_current_time") == 1
         assert value(during, "gemini_agent_model_tokens_total", kind="input_audio") > 0
         assert value(during, "gemini_agent_model_tokens_total", kind="output_audio") > 0
-        # per-turn latency: the browser's question, from its last spoken frame at the agent to
-        # the agent's first audio (the offline model answers once 500 ms of silence end a turn)
-        turns = value(during, "gemini_agent_turn_latency_seconds_count")
-        assert turns >= 1
-        assert 0.4 <= value(during, "gemini_agent_turn_latency_seconds_sum") / turns <= 5.0
+        # per-turn latency by call kind: the browser's question and Carol's in the meeting,
+        # from the last spoken frame at the agent to the agent's first audio (the offline model
+        # answers once 500 ms of silence end a turn)
+        for kind in ("browser", "meeting"):
+            turns = value(during, "gemini_agent_turn_latency_seconds_count", kind=kind)
+            mean = value(during, "gemini_agent_turn_latency_seconds_sum", kind=kind) / max(turns, 1)
+            assert turns >= 1 and 0.4 <= mean <= 5.0, (kind, turns, mean)
 
         for c in callers:
             await asyncio.wait_for(c.leave(), 15)
@@ -189,4 +207,23 @@ async def test_metrics_logs_and_traces_after_real_calls(worker, stack, otlp, spe
 
     await asyncio.wait_for(spans_arrived(), 30)
     assert any(r.get("service.name") == "gemini-agent" for r in otlp.resources)
+
+    # the benchmarks' latency trace: one file per call, closed when its job ended, holding
+    # every kind of event bench/ reads, in the order a call starts
+    base = worker.env["AGENT_LATENCY__TRACE_FILE"]
+    files = {room: glob.glob(f"{base}.*.{room}.jsonl") for room in ("obs-browser", "obs-phone", "obs-meeting")}
+    assert all(len(f) == 1 for f in files.values()), files
+    with open(files["obs-browser"][0], encoding="utf-8") as f:
+        trace = [json.loads(line) for line in f]
+    first = {}
+    for e in trace:
+        first.setdefault(e["ev"], e["t"])
+    startup = ["job_received", "job_accepted", "job_assigned", "job_launched", "job_entry",
+               "room_connected", "participant", "session_started"]
+    assert [ev for ev in startup if ev in first] == startup, sorted(first)
+    assert sorted(startup, key=first.__getitem__) == startup, {ev: first[ev] for ev in startup}
+    assert {"open", "gemini_connect", "gemini_connected", "agent_published", "agent_subscribed",
+            "in", "sent", "model", "play"} <= set(first), sorted(first)
+    # the question went in and the echo came out, loud, at each hop
+    assert all(any(e["ev"] == ev and e["lvl"] >= 500 for e in trace) for ev in ("in", "model", "play"))
 
