@@ -44,6 +44,11 @@ class _TrackBuffer:
 
     PREFILL = 2 * SAMPLES  # start (or restart after running dry) with 40 ms queued
     LIMIT = RATE  # never more than 1 s behind
+    # Audio that arrived in a burst (the track's first frames, a late packet's catch-up)
+    # would otherwise stay queued for the rest of the call, since both ends run in real
+    # time: above this, silent chunks are dropped, as a phone's adaptive jitter buffer does.
+    TARGET = 4 * SAMPLES
+    QUIET = 100  # int16 peak below which a chunk is silence
 
     def __init__(self) -> None:
         self.chunks: deque[np.ndarray] = deque()
@@ -51,6 +56,8 @@ class _TrackBuffer:
         self.primed = False
 
     def push(self, pcm: np.ndarray) -> None:
+        if self.size > self.TARGET and int(np.abs(pcm).max(initial=0)) < self.QUIET:
+            return
         self.chunks.append(pcm)
         self.size += len(pcm)
         while self.size > self.LIMIT:
@@ -129,6 +136,11 @@ class RoomLeg:
 
     async def _pump_phone_audio(self) -> None:
         while (pcm := await self._inbox.get()) is not None:
+            # RTP that piled up (while the room was joined, or this loop held up) would stay
+            # a standing delay for the rest of the call: silence beyond 60 ms is dropped
+            behind = self._inbox.qsize() * SAMPLES / RATE + self.source.queued_duration
+            if behind > 0.06 and int(np.abs(pcm.astype(np.int32)).max(initial=0)) < _TrackBuffer.QUIET:
+                continue
             frame = rtc.AudioFrame(pcm.astype(np.int16).tobytes(), RATE, 1, len(pcm))
             for f in self._up.push(frame):
                 await self.source.capture_frame(f)
