@@ -151,7 +151,10 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
         model = build_realtime_model(settings, instructions, ssl_context=warm.get("ssl_context"))
         # the agent's tool declarations; the Assistant built once the person is known
         # brings its own objects for the same functions (no reconnect, see model.py)
-        model.connect_early(llm.ToolContext(Assistant(settings, instructions=instructions).tools).flatten())
+        # (a phone call's dispatch says so: its agent's tools, see agents/telephony/dispatch.py)
+        tools = phone.early_tools(settings, instructions, ctx.job.metadata) or Assistant(
+            settings, instructions=instructions).tools
+        model.connect_early(llm.ToolContext(tools).flatten())
         ctx.add_shutdown_callback(model.close_early)
 
     await ctx.connect()
@@ -191,7 +194,7 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
     # rather than idling in it until LiveKit's departure timeout closes it.
     session.on("close", lambda ev: ctx.shutdown(reason=f"session closed: {ev.reason}"))
     agent = (phone.PhoneAssistant(settings, participant, instructions=instructions,
-                                  telephony=phone.load_destinations(settings))
+                                  telephony=phone.load_destinations(settings), job_metadata=ctx.job.metadata)
              if is_phone_call else Assistant(settings, instructions=instructions))
     await session.start(
         agent=agent,
