@@ -39,12 +39,14 @@ def is_phone(participant: rtc.Participant | None) -> bool:
     return participant is not None and participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP
 
 
-def early_tools(settings: Settings, instructions: str, job_metadata: str) -> list | None:
-    """The tools a phone call's agent declares, when the job's dispatch says it is a phone
-    call (agents/telephony/dispatch.py): the early Gemini connection is set up with them."""
+def early_agent(settings: Settings, instructions: str, job_metadata: str) -> "PhoneAssistant | None":
+    """When the job's dispatch says it is a phone call (agents/telephony/dispatch.py): the
+    phone agent as far as it is known before the caller is (its tools; its instructions
+    without the caller's number), for the early Gemini connection's setup. The number then
+    follows as the plugin's mid-session instruction update; the tools are the same."""
     if not is_phone_dispatch(job_metadata):
         return None
-    return PhoneAssistant(settings, None, instructions=instructions, telephony=TelephonyConfig()).tools
+    return PhoneAssistant(settings, None, instructions=instructions, telephony=load_destinations(settings))
 
 
 def load_destinations(settings: Settings) -> TelephonyConfig:
@@ -71,7 +73,7 @@ def phone_instructions(settings: Settings, participant: rtc.RemoteParticipant | 
 class PhoneAssistant(Assistant):
     def __init__(self, settings: Settings, participant: rtc.RemoteParticipant | None, *, instructions: str,
                  telephony: TelephonyConfig, job_metadata: str = "") -> None:
-        """`participant` None: an agent built only for its tool declarations (early_tools)."""
+        """`participant` None: an agent built only for its tool declarations (early_agent)."""
         super().__init__(settings, hang_up_room=True,
                          instructions=instructions + phone_instructions(settings, participant, telephony),
                          extra_tools=[send_dtmf_events])

@@ -148,13 +148,13 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
     fast = fast_startup(settings)
     model = None
     if fast:
-        model = build_realtime_model(settings, instructions, ssl_context=warm.get("ssl_context"))
-        # the agent's tool declarations; the Assistant built once the person is known
+        # the agent's instructions and tool declarations (a phone call's, when its dispatch
+        # says so: agents/telephony/dispatch.py); the agent built once the person is known
         # brings its own objects for the same functions (no reconnect, see model.py)
-        # (a phone call's dispatch says so: its agent's tools, see agents/telephony/dispatch.py)
-        tools = phone.early_tools(settings, instructions, ctx.job.metadata) or Assistant(
-            settings, instructions=instructions).tools
-        model.connect_early(llm.ToolContext(tools).flatten())
+        early = phone.early_agent(settings, instructions, ctx.job.metadata) or Assistant(
+            settings, instructions=instructions)
+        model = build_realtime_model(settings, early.instructions, ssl_context=warm.get("ssl_context"))
+        model.connect_early(llm.ToolContext(early.tools).flatten())
         ctx.add_shutdown_callback(model.close_early)
 
     await ctx.connect()
