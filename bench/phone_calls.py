@@ -35,6 +35,9 @@ import argparse
 import asyncio
 import contextlib
 import math
+import os
+import re
+import tempfile
 import sys
 import time
 import wave
@@ -43,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _harness import (LOUD, ROOT, bench_stack, input_latencies, last_loud_offset, ms, output_latencies, pct,
+from _harness import (HEADSET, LOUD, ROOT, bench_stack, input_latencies, last_loud_offset, ms, output_latencies, pct,
                       ratio, server_audio_in, server_audio_out, peak, speech, summary, wait_flush,
                       wait_listening)
 
@@ -305,69 +308,159 @@ async def latency(b, args, probe: GatewayProbe) -> None:
               f"{ms(pct(res['model_' + path], 95))}")
 
 
-async def load(b, args) -> None:
-    gw = b.stack.sip
+@contextlib.asynccontextmanager
+async def own_process_stack(workdir: Path, n_calls: int):
+    """The local LiveKit server with its SIP gateway, and the offline Gemini server, each in a
+    process of its own (as bench/capacity.py runs them: with 8 calls, one process holding
+    both servers, the gateway and the bench falls behind real time), a provisioned
+    telephony file and one worker. Yields (environment, the gateway's host:port)."""
+    from capacity import start_servers
+    from devstack.stack import WorkerProcess
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "GOOGLE_", "AGENT_"))}
+    base["PYTHONPATH"] = str(ROOT)
+    servers, env = await start_servers(workdir, base, livekit_args=("--sip-port", "0"))
+    worker = None
+    try:
+        sip_address = re.search(r"sip=(\S+)", servers["livekit"].ready_line).group(1)
+        tel = workdir / "sip.yaml"
+        tel.write_text(telephony_yaml())
+        env = {**env, "AGENT_PHONE__TELEPHONY_FILE": str(tel)}
+        prov = await asyncio.create_subprocess_exec(
+            sys.executable, str(ROOT / "agent.py"), "sip", "provision", cwd=str(ROOT), stdout=asyncio.subprocess.DEVNULL,
+            env={**env, "LIVEKIT_URL": env["LIVEKIT_URL"].replace("ws", "http", 1)})
+        if await prov.wait():
+            raise SystemExit("agent.py sip provision failed")
+        wenv = {**env, **HEADSET, **worker_env(tel, n_calls), "AGENT_WORKER__HTTP_PORT": "0",
+                "AGENT_OBSERVABILITY__METRICS_PORT": "0", "PYTHONUNBUFFERED": "1"}
+        log = workdir / "worker.log"
+        with open(log, "wb") as out:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, str(ROOT / "agent.py"), "start", cwd=str(ROOT), env=wenv, stdout=out,
+                stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        worker = WorkerProcess(proc, log, wenv)
+        deadline = time.monotonic() + 90
+        while "registered worker" not in worker.log_tail(400):
+            if proc.returncode is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the worker did not start:\n{worker.log_tail()}")
+            await asyncio.sleep(0.2)
+        yield env, sip_address
+    finally:
+        if worker is not None:
+            await worker.stop()
+        for s in servers.values():
+            await s.stop()
+
+
+async def load(workdir: Path, args) -> None:
+    n = args.calls
+    async with own_process_stack(workdir, n) as (env, sip_address):
+        lk = (env["LIVEKIT_URL"].replace("ws", "http", 1), env["LIVEKIT_API_KEY"], env["LIVEKIT_API_SECRET"])
+        await load_calls(workdir, args, lk, sip_address)
+
+
+async def load_calls(workdir: Path, args, lk: tuple[str, str, str], sip_address: str) -> None:
     n = args.calls
     phones = [await PhoneProcess().start() for _ in range(math.ceil(n / 4))]
     sentences = [(LOAD_SENTENCES[i % len(LOAD_SENTENCES)], LOAD_SENTENCES[(i + n) % len(LOAD_SENTENCES)])
                  for i in range(n)]
     first = {i: speech(s[0], PHONE_RATE) for i, s in enumerate(sentences)}
     last = {i: speech(s[1], PHONE_RATE) for i, s in enumerate(sentences)}
-    calls = []  # (phone, phone call id, gateway call, recording, mark)
-    print(f"\n{n} phone calls at once from {len(phones)} pjsua2 processes, held {args.seconds:.0f} s")
+    calls = []  # (phone, phone call id, room, recording, mark)
+    print(f"\n{n} phone calls at once from {len(phones)} pjsua2 processes, held {args.seconds:.0f} s "
+          "(servers, gateway and worker in their own processes)")
     try:
-        for i in range(n):
-            phone = phones[i // 4]
-            rec = b.workdir / f"load-{i}.wav"
-            m = phone.mark()
-            cid, call = await dial(phone, gw, line=True, record=str(rec))
-            calls.append((phone, cid, call, rec, m))
-        t_up = time.monotonic()
-        await asyncio.gather(*(wait_agent_listening(b, c[2].room_name, 120) for c in calls))
+        from livekit import api
+
+        async with api.LiveKitAPI(*lk) as client:
+            for i in range(n):
+                phone = phones[i // 4]
+                rec = workdir / f"load-{i}.wav"
+                m = phone.mark()
+                phone.send(cmd="dial", uri=f"sip:{CALLED}@{sip_address}", line=True, record=str(rec))
+                ev = await phone.wait_state("CONFIRMED", since=m, timeout=60)
+                calls.append((phone, ev["call"], rec, m))
+            t_up = time.monotonic()
+            while True:  # every call's agent listening
+                rooms = (await client.room.list_rooms(api.ListRoomsRequest())).rooms
+                listening = 0
+                for r in rooms:
+                    ps = (await client.room.list_participants(api.ListParticipantsRequest(room=r.name))).participants
+                    listening += any(p.attributes.get("lk.agent.state") == "listening" for p in ps)
+                if listening >= n:
+                    break
+                if time.monotonic() - t_up > 120:
+                    raise SystemExit(f"only {listening} of {n} calls have a listening agent")
+                await asyncio.sleep(0.5)
         print(f"  all {n} calls up, agents listening after {time.monotonic() - t_up:.1f} s")
-        packets0 = {id(c[2]): (c[2].rtp.packets_in, c[2].rtp.packets_out) for c in calls}
+        stats0 = await phone_stats(phones)
         t_hold = time.monotonic()
-        for i, (phone, cid, _call, _rec, _m) in enumerate(calls):
-            phone.send(cmd="say", call=cid, wav=str(write_wav(b.workdir / f"q1-{i}.wav", first[i])))
+        for i, (phone, cid, _rec, _m) in enumerate(calls):
+            phone.send(cmd="say", call=cid, wav=str(write_wav(workdir / f"q1-{i}.wav", first[i])))
             await asyncio.sleep(0.3)  # the calls' questions out of phase
         await asyncio.sleep(max(0.0, args.seconds - (time.monotonic() - t_hold) - 8.0))
-        for i, (phone, cid, _call, _rec, _m) in enumerate(calls):
-            phone.send(cmd="say", call=cid, wav=str(write_wav(b.workdir / f"q2-{i}.wav", last[i])))
+        for i, (phone, cid, _rec, _m) in enumerate(calls):
+            phone.send(cmd="say", call=cid, wav=str(write_wav(workdir / f"q2-{i}.wav", last[i])))
             await asyncio.sleep(0.3)
         await asyncio.sleep(max(8.0, args.seconds - (time.monotonic() - t_hold)))
         held = time.monotonic() - t_hold
-        packets = {id(c[2]): (c[2].rtp.packets_in - packets0[id(c[2])][0],
-                              c[2].rtp.packets_out - packets0[id(c[2])][1]) for c in calls}
-        lost = [i for i, (phone, cid, _c, _r, m) in enumerate(calls)
+        stats1 = await phone_stats(phones)
+        lost = [i for i, (phone, cid, _r, m) in enumerate(calls)
                 if any(e["ev"] == "state" and e["call"] == cid and e["state"] == "DISCONNECTED" for e in phone.events[m:])]
         for phone in phones:
             phone.send(cmd="hangup")
-        for phone, cid, _c, _r, m in calls:
+        for phone, cid, _r, m in calls:
             await phone.wait_state("DISCONNECTED", since=m, timeout=30)
     finally:
         for phone in phones:
             await phone.stop()
 
-    expected = held * 50
-    ins = [p[0] for p in packets.values()]
-    outs = [p[1] for p in packets.values()]
     print(f"  calls lost during the hold: {len(lost)} of {n} {lost or ''}")
-    print(f"  RTP packets per call over {held:.0f} s (expected {expected:.0f} each way): "
-          f"phone->gateway min {min(ins)} max {max(ins)}; gateway->phone min {min(outs)} max {max(outs)}")
+    rx, tx, loss, jit = [], [], [], []
+    for phone, cid, _r, _m in calls:
+        a, b = stats0.get((id(phone), cid)), stats1.get((id(phone), cid))
+        if a and b:
+            rx.append(b["rx"] - a["rx"])
+            tx.append(b["tx"] - a["tx"])
+            loss.append(b["lost"] - a["lost"])
+            jit.append(b["jitter_max_ms"])
+    if rx:
+        print(f"  RTP at the phones over {held:.0f} s (expected {held * 50:.0f} packets each way): received "
+              f"min {min(rx)} max {max(rx)}, sent min {min(tx)} max {max(tx)}, lost {sum(loss)} in all, "
+              f"largest jitter {max(jit):.1f} ms")
     own, other = [], []
-    for i, (_p, _cid, _c, rec, _m) in enumerate(calls):
+    for i, (_p, _cid, rec, _m) in enumerate(calls):
         heard = read_wav(rec)
         own.append(min(envelope_correlation(first[i], heard, PHONE_RATE),
                        envelope_correlation(last[i], heard, PHONE_RATE)))
-        j = (i + 1) % n
-        other.append(max(envelope_correlation(first[j], heard, PHONE_RATE),
-                         envelope_correlation(last[j], heard, PHONE_RATE)))
-    print("  each call's recording against its own two sentences (the worse of the two) and, as a baseline,")
-    print("  against the next call's sentences (the better of the two); envelope correlation, phone band:")
+        other.append(max(envelope_correlation(s, heard, PHONE_RATE)
+                         for j in range(n) if j != i for s in (first[j], last[j])))
+    print("  each call's recording against its own two sentences (the worse of the two: the second one")
+    print("  shows the audio intact after the hold) and, as the baseline, against every other call's")
+    print("  sentences (the best of them); envelope correlation in the phone band:")
     print("    own   " + " ".join(f"{x:.2f}" for x in own))
     print("    other " + " ".join(f"{x:.2f}" for x in other))
-    good = sum(o >= 0.8 and o > x for o, x in zip(own, other))
-    print(f"  calls whose replies are their own sentences (own >= 0.8 and above the other): {good} of {n}")
+    print(f"  calls whose recording matches both their own sentences better than any other call's: "
+          f"{sum(o > x for o, x in zip(own, other))} of {n}; own >= 0.8 (the tests' bar): {sum(o >= 0.8 for o in own)}")
+
+
+async def phone_stats(phones: list[PhoneProcess]) -> dict[tuple[int, int], dict]:
+    out = {}
+    for phone in phones:
+        m = phone.mark()
+        phone.send(cmd="stats")
+        await asyncio.sleep(0.5)
+        for e in phone.events[m:]:
+            if e["ev"] == "stats":
+                out[(id(phone), e["call"])] = e
+    return out
+
+
+def worker_env(tel: Path, n_calls: int) -> dict[str, str]:
+    return {"AGENT_AGENT__NAME": AGENT, "AGENT_LATENCY__MODE": "low", "AGENT_AGENT__GREET": "false",
+            "AGENT_PHONE__TELEPHONY_FILE": str(tel), "AGENT_PHONE__SILENCE_TIMEOUT_S": "0",
+            # calls, not the shared machine's CPU, decide the worker's load: all calls dispatched
+            "AGENT_WORKER__MAX_CALLS": str(max(4 * n_calls, 20)), "AGENT_WORKER__NUM_IDLE_PROCESSES": "2"}
 
 
 async def main() -> None:
@@ -381,6 +474,13 @@ async def main() -> None:
     if args.seconds < 20:
         raise SystemExit("--seconds: at least 20 (a question at the start, one at the end)")
 
+    if not args.no_latency:
+        await latency_run(args)
+    if not args.no_load:
+        await load(Path(tempfile.mkdtemp(prefix="phonebench-load-")), args)
+
+
+async def latency_run(args) -> None:
     probe = GatewayProbe()
     probe.install()
     try:
@@ -393,16 +493,8 @@ async def main() -> None:
                                                         env=env, cwd=str(ROOT), stdout=asyncio.subprocess.DEVNULL)
             if await prov.wait():
                 raise SystemExit("agent.py sip provision failed")
-            await b.start_worker("tuned", {
-                "AGENT_LATENCY__MODE": "low", "AGENT_AGENT__GREET": "false",
-                "AGENT_PHONE__TELEPHONY_FILE": str(tel), "AGENT_PHONE__SILENCE_TIMEOUT_S": "0",
-                # calls, not the shared machine's CPU, decide the worker's load: all calls dispatched
-                "AGENT_WORKER__MAX_CALLS": str(max(4 * args.calls, 20)),
-                "AGENT_WORKER__NUM_IDLE_PROCESSES": "2"})
-            if not args.no_latency:
-                await latency(b, args, probe)
-            if not args.no_load:
-                await load(b, args)
+            await b.start_worker("tuned", worker_env(tel, 1))
+            await latency(b, args, probe)
     finally:
         probe.uninstall()
 

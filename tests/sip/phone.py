@@ -6,6 +6,7 @@ JSON lines on stdin; what happens comes back as JSON lines on stdout.
     {"cmd": "hangup"}      {"cmd": "quit"}
     {"cmd": "incoming", "mode": "answer"|"busy"|"ignore", "play": ..., "record": ...}
     {"cmd": "dial", ..., "line": true}     {"cmd": "say", "wav": "q.wav", "call": 0}
+    {"cmd": "stats"}  -> stats {call, rx, tx, lost, jitter_max_ms} per call up (pjsua's RTCP counters)
 
 Events: ready {port}, state {call, state, code, reason}, dtmf {digit},
 transfer {to}, incoming {from}; every event carries `t` (time.monotonic()). A call dialled
@@ -264,6 +265,16 @@ def main() -> None:
                     except Exception:  # a call pjsua already freed
                         pass
                 emit(ev="status", active=active)
+            elif name == "stats":  # RTP as this phone saw it, per call up
+                for cid, c in list(phone.calls.items()):
+                    try:
+                        if not c.isActive():
+                            continue
+                        rtcp = c.getStreamStat(0).rtcp
+                    except Exception:  # no media (yet), or a call pjsua already freed
+                        continue
+                    emit(ev="stats", call=cid, rx=rtcp.rxStat.pkt, tx=rtcp.txStat.pkt, lost=rtcp.rxStat.loss,
+                         jitter_max_ms=rtcp.rxStat.jitterUsec.max / 1000)
             elif name == "incoming":
                 phone.incoming = {"mode": cmd["mode"], "play": cmd.get("play"), "record": cmd.get("record")}
             elif name == "quit":
