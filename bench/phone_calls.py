@@ -19,12 +19,15 @@ time (the offline server: last loud input chunk -> first loud reply chunk, inclu
 500 ms end-of-speech silence). The gateway is watched from outside its data path: this
 script wraps a few of its methods (GatewayProbe).
 
-Load: --calls phone calls at once (4 per pjsua2 process, so several processes) held for
---seconds; each asks a sentence of its own at the start and another at the end. Figures:
-calls lost (a call that ended before we hung up), RTP packets per call each way against the
-expected 50 per second, and each call's recording correlated (phone-band envelope, as the
-tests) with its own sentences and with another call's: the audio reached the right call,
-intact, after the hold.
+Load: --calls phone calls at once (4 per pjsua2 process, so several processes, each with
+RTP ports of its own) held for --seconds, against servers, gateway and worker in their own
+processes; each call asks a sentence of its own at the start and another near the end
+(then the bench waits up to 30 s for every call's reply). Figures: calls lost (a call that
+ended before we hung up), the cores each process used, RTP packets per call each way as
+the phones counted them (expected 50 per second) with losses and jitter, loud onsets heard
+per call, and each call's recording correlated (phone-band envelope, as the tests) with its
+own two sentences and, as the baseline, with every other call's: the audio reached the
+right call, intact, after the hold.
 
     python bench/phone_calls.py [--turns 10] [--calls 8] [--seconds 60] [--no-latency] [--no-load]
 """
@@ -344,7 +347,8 @@ async def own_process_stack(workdir: Path, n_calls: int):
             if proc.returncode is not None or time.monotonic() > deadline:
                 raise SystemExit(f"the worker did not start:\n{worker.log_tail()}")
             await asyncio.sleep(0.2)
-        yield env, sip_address
+        yield env, sip_address, {"livekit + SIP gateway": servers["livekit"].proc.pid,
+                                 "offline Gemini": servers["gemini"].proc.pid, "agent worker": proc.pid}
     finally:
         if worker is not None:
             await worker.stop()
@@ -354,14 +358,33 @@ async def own_process_stack(workdir: Path, n_calls: int):
 
 async def load(workdir: Path, args) -> None:
     n = args.calls
-    async with own_process_stack(workdir, n) as (env, sip_address):
+    async with own_process_stack(workdir, n) as (env, sip_address, pids):
         lk = (env["LIVEKIT_URL"].replace("ws", "http", 1), env["LIVEKIT_API_KEY"], env["LIVEKIT_API_SECRET"])
-        await load_calls(workdir, args, lk, sip_address)
+        report = await load_calls(workdir, args, lk, sip_address, pids)
+    report()  # the correlations take CPU: after the servers are gone
 
 
-async def load_calls(workdir: Path, args, lk: tuple[str, str, str], sip_address: str) -> None:
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (a worker's job processes)."""
+    import psutil
+
+    total = 0.0
+    try:
+        p = psutil.Process(pid)
+        for q in [p, *p.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                t = q.cpu_times()
+                total += t.user + t.system
+    except psutil.Error:
+        pass
+    return total
+
+
+async def load_calls(workdir: Path, args, lk: tuple[str, str, str], sip_address: str, pids: dict):
     n = args.calls
-    phones = [await PhoneProcess().start() for _ in range(math.ceil(n / 4))]
+    phones = [await PhoneProcess(media_port=42000 + 1000 * k).start() for k in range(math.ceil(n / 4))]
     sentences = [(LOAD_SENTENCES[i % len(LOAD_SENTENCES)], LOAD_SENTENCES[(i + n) % len(LOAD_SENTENCES)])
                  for i in range(n)]
     first = {i: speech(s[0], PHONE_RATE) for i, s in enumerate(sentences)}
@@ -394,17 +417,30 @@ async def load_calls(workdir: Path, args, lk: tuple[str, str, str], sip_address:
                 await asyncio.sleep(0.5)
         print(f"  all {n} calls up, agents listening after {time.monotonic() - t_up:.1f} s")
         stats0 = await phone_stats(phones)
+        pids = {**pids, "pjsua2 phones": None}
+        cpu0 = {k: cpu_seconds(v) if v else sum(cpu_seconds(ph.proc.pid) for ph in phones) for k, v in pids.items()}
         t_hold = time.monotonic()
         for i, (phone, cid, _rec, _m) in enumerate(calls):
             phone.send(cmd="say", call=cid, wav=str(write_wav(workdir / f"q1-{i}.wav", first[i])))
             await asyncio.sleep(0.3)  # the calls' questions out of phase
         await asyncio.sleep(max(0.0, args.seconds - (time.monotonic() - t_hold) - 8.0))
+        t_q2 = time.monotonic()
         for i, (phone, cid, _rec, _m) in enumerate(calls):
             phone.send(cmd="say", call=cid, wav=str(write_wav(workdir / f"q2-{i}.wav", last[i])))
             await asyncio.sleep(0.3)
-        await asyncio.sleep(max(8.0, args.seconds - (time.monotonic() - t_hold)))
+
+        def answered(phone, cid) -> bool:  # heard something after its second question was spoken
+            spoken = [e["t"] for e in phone.events if e["ev"] == "spoken" and e["call"] == cid and e["t"] >= t_q2]
+            return bool(spoken) and any(e["ev"] == "heard" and e["call"] == cid and e["t"] > spoken[-1]
+                                        for e in phone.events)
+
+        deadline = time.monotonic() + 30
+        while not all(answered(p, c) for p, c, _r, _m in calls) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(max(4.0, args.seconds - (time.monotonic() - t_hold)))  # the replies play out
         held = time.monotonic() - t_hold
         stats1 = await phone_stats(phones)
+        cpu1 = {k: cpu_seconds(v) if v else sum(cpu_seconds(ph.proc.pid) for ph in phones) for k, v in pids.items()}
         lost = [i for i, (phone, cid, _r, m) in enumerate(calls)
                 if any(e["ev"] == "state" and e["call"] == cid and e["state"] == "DISCONNECTED" for e in phone.events[m:])]
         for phone in phones:
@@ -416,6 +452,8 @@ async def load_calls(workdir: Path, args, lk: tuple[str, str, str], sip_address:
             await phone.stop()
 
     print(f"  calls lost during the hold: {len(lost)} of {n} {lost or ''}")
+    print("  cores used during the hold: " + ", ".join(f"{k} {(cpu1[k] - cpu0[k]) / held:.2f}" for k in cpu0)
+          + f" (the machine has {os.cpu_count()})")
     rx, tx, loss, jit = [], [], [], []
     for phone, cid, _r, _m in calls:
         a, b = stats0.get((id(phone), cid)), stats1.get((id(phone), cid))
@@ -428,17 +466,27 @@ async def load_calls(workdir: Path, args, lk: tuple[str, str, str], sip_address:
         print(f"  RTP at the phones over {held:.0f} s (expected {held * 50:.0f} packets each way): received "
               f"min {min(rx)} max {max(rx)}, sent min {min(tx)} max {max(tx)}, lost {sum(loss)} in all, "
               f"largest jitter {max(jit):.1f} ms")
-    own, other = [], []
+    heard = [sum(1 for e in phone.events[m:] if e["ev"] == "heard" and e["call"] == cid and e["t"] >= t_hold)
+             for phone, cid, _r, m in calls]
+    print(f"  replies heard per call during the hold (loud onsets at the phone; 2 questions each): {heard}")
+    return lambda: correlations(calls, first, last)
+
+
+def correlations(calls: list, first: dict, last: dict) -> None:
+    n = len(calls)
+    own, own1, own2, other = [], [], [], []
     for i, (_p, _cid, rec, _m) in enumerate(calls):
         heard = read_wav(rec)
-        own.append(min(envelope_correlation(first[i], heard, PHONE_RATE),
-                       envelope_correlation(last[i], heard, PHONE_RATE)))
+        own1.append(envelope_correlation(first[i], heard, PHONE_RATE))
+        own2.append(envelope_correlation(last[i], heard, PHONE_RATE))
+        own.append(min(own1[-1], own2[-1]))
         other.append(max(envelope_correlation(s, heard, PHONE_RATE)
                          for j in range(n) if j != i for s in (first[j], last[j])))
-    print("  each call's recording against its own two sentences (the worse of the two: the second one")
-    print("  shows the audio intact after the hold) and, as the baseline, against every other call's")
-    print("  sentences (the best of them); envelope correlation in the phone band:")
-    print("    own   " + " ".join(f"{x:.2f}" for x in own))
+    print("  each call's recording against its own first and last sentence (the last shows the audio")
+    print("  intact after the hold) and, as the baseline, against every other call's sentences (the")
+    print("  best of them); envelope correlation in the phone band:")
+    print("    first " + " ".join(f"{x:.2f}" for x in own1))
+    print("    last  " + " ".join(f"{x:.2f}" for x in own2))
     print("    other " + " ".join(f"{x:.2f}" for x in other))
     print(f"  calls whose recording matches both their own sentences better than any other call's: "
           f"{sum(o > x for o, x in zip(own, other))} of {n}; own >= 0.8 (the tests' bar): {sum(o >= 0.8 for o in own)}")

@@ -40,7 +40,7 @@ def emit(**ev) -> None:
 
 
 class Phone:
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, media_port: int = 40000) -> None:
         self.ep = pj.Endpoint()
         self.ep.libCreate()
         cfg = pj.EpConfig()
@@ -72,7 +72,9 @@ class Phone:
         acfg.mediaConfig.srtpSecureSignaling = 0
         acfg.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
         acfg.mediaConfig.transportConfig.publicAddress = "127.0.0.1"
-        acfg.mediaConfig.transportConfig.port = 40000
+        # RTP ports: media_port .. +999. Phones running side by side need ranges of their own:
+        # pjsua binds with SO_REUSEADDR, so two phones on one range share ports and mix calls
+        acfg.mediaConfig.transportConfig.port = media_port
         acfg.mediaConfig.transportConfig.portRange = 1000
         self.acc = Account(self)
         self.acc.create(acfg)
@@ -222,7 +224,7 @@ class Call(pj.Call):
 
 
 def main() -> None:
-    phone = Phone(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+    phone = Phone(int(sys.argv[1]) if len(sys.argv) > 1 else 0, int(sys.argv[2]) if len(sys.argv) > 2 else 40000)
     emit(ev="ready", port=int(phone.port))
     current: Call | None = None
     try:
