@@ -73,7 +73,7 @@ class Phone:
         acfg.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
         acfg.mediaConfig.transportConfig.publicAddress = "127.0.0.1"
         # RTP ports: media_port .. +999. Phones running side by side need ranges of their own:
-        # pjsua binds with SO_REUSEADDR, so two phones on one range share ports and mix calls
+        # two phones on one range were seen to get each other's RTP (bench/phone_calls.py)
         acfg.mediaConfig.transportConfig.port = media_port
         acfg.mediaConfig.transportConfig.portRange = 1000
         self.acc = Account(self)
