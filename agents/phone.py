@@ -28,6 +28,7 @@ from livekit.agents.beta.workflows import GetDtmfTask
 from .assistant import Assistant
 from .settings import Settings
 from .telephony.config import SipConfigError, TelephonyConfig, load_telephony, telephony_path
+from .telephony.dispatch import is_phone_dispatch, phone_settings
 
 logger = logging.getLogger("gemini-agent")
 
@@ -38,6 +39,16 @@ def is_phone(participant: rtc.Participant | None) -> bool:
     return participant is not None and participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP
 
 
+def early_agent(settings: Settings, instructions: str, job_metadata: str) -> "PhoneAssistant | None":
+    """When the job's dispatch says it is a phone call (agents/telephony/dispatch.py): the
+    phone agent as far as it is known before the caller is (its tools; its instructions
+    without the caller's number), for the early Gemini connection's setup. The number then
+    follows as the plugin's mid-session instruction update; the tools are the same."""
+    if not is_phone_dispatch(job_metadata):
+        return None
+    return PhoneAssistant(settings, None, instructions=instructions, telephony=load_destinations(settings))
+
+
 def load_destinations(settings: Settings) -> TelephonyConfig:
     try:
         return load_telephony(telephony_path(settings))
@@ -46,8 +57,9 @@ def load_destinations(settings: Settings) -> TelephonyConfig:
         return TelephonyConfig()
 
 
-def phone_instructions(settings: Settings, participant: rtc.RemoteParticipant, telephony: TelephonyConfig) -> str:
-    number = participant.attributes.get("sip.phoneNumber", "")
+def phone_instructions(settings: Settings, participant: rtc.RemoteParticipant | None,
+                       telephony: TelephonyConfig) -> str:
+    number = participant.attributes.get("sip.phoneNumber", "") if participant is not None else ""
     lines = ["", "You are on a telephone call. Keep your answers short and easy to follow by ear."]
     if number and settings.phone.share_caller_number:
         lines.append(f"The caller's phone number is {number}.")
@@ -59,11 +71,14 @@ def phone_instructions(settings: Settings, participant: rtc.RemoteParticipant, t
 
 
 class PhoneAssistant(Assistant):
-    def __init__(self, settings: Settings, participant: rtc.RemoteParticipant, *, instructions: str,
-                 telephony: TelephonyConfig) -> None:
+    def __init__(self, settings: Settings, participant: rtc.RemoteParticipant | None, *, instructions: str,
+                 telephony: TelephonyConfig, job_metadata: str = "") -> None:
+        """`participant` None: an agent built only for its tool declarations (early_agent)."""
         super().__init__(settings, hang_up_room=True,
                          instructions=instructions + phone_instructions(settings, participant, telephony),
                          extra_tools=[send_dtmf_events])
+        # the phone settings of this call: the worker's, with the dispatch rule's own
+        self.phone_settings = phone_settings(settings.phone, job_metadata)
         self._caller = participant
         self._telephony = telephony
         self.collecting = False  # a GetDtmfTask has the keypad
@@ -74,7 +89,7 @@ class PhoneAssistant(Assistant):
             return
         await wait_line_up(self._caller)
         logger.info("the line is up: greeting the caller")
-        self.session.generate_reply(instructions=self._settings.phone.greeting_instructions)
+        self.session.generate_reply(instructions=self.phone_settings.greeting_instructions)
 
     @function_tool
     async def collect_digits(self, context: RunContext, num_digits: int, what: str) -> str:
@@ -162,7 +177,7 @@ async def wait_line_up(participant: rtc.RemoteParticipant, timeout: float = 90.0
 def attach(ctx: JobContext, session: AgentSession, agent: PhoneAssistant, settings: Settings) -> None:
     """The call's keypad, limits and hang-up, beside the session."""
     caller = agent._caller
-    limits = settings.phone
+    limits = agent.phone_settings
     pressed: list[str] = []
     flush: list[asyncio.TimerHandle] = []
     last_activity = [time.monotonic()]

@@ -115,10 +115,13 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
     fast = fast_startup(settings)
     model = None
     if fast:
-        model = build_realtime_model(settings, instructions, ssl_context=warm.get("ssl_context"))
-        # the agent's tool declarations; the Assistant built once the person is known
+        # the agent's instructions and tool declarations (a phone call's, when its dispatch
+        # says so: agents/telephony/dispatch.py); the agent built once the person is known
         # brings its own objects for the same functions (no reconnect, see model.py)
-        model.connect_early(llm.ToolContext(Assistant(settings, instructions=instructions).tools).flatten())
+        early = phone.early_agent(settings, instructions, ctx.job.metadata) or Assistant(
+            settings, instructions=instructions)
+        model = build_realtime_model(settings, early.instructions, ssl_context=warm.get("ssl_context"))
+        model.connect_early(llm.ToolContext(early.tools).flatten())
         ctx.add_shutdown_callback(model.close_early)
 
     await ctx.connect()
@@ -158,7 +161,7 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
     # rather than idling in it until LiveKit's departure timeout closes it.
     session.on("close", lambda ev: ctx.shutdown(reason=f"session closed: {ev.reason}"))
     agent = (phone.PhoneAssistant(settings, participant, instructions=instructions,
-                                  telephony=phone.load_destinations(settings))
+                                  telephony=phone.load_destinations(settings), job_metadata=ctx.job.metadata)
              if is_phone_call else Assistant(settings, instructions=instructions))
     await session.start(
         agent=agent,

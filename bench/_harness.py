@@ -149,11 +149,11 @@ class Bench:
 
 
 @contextlib.asynccontextmanager
-async def bench_stack(prefix: str):
+async def bench_stack(prefix: str, **stack_options):
     check_clocks()
     workdir = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "GOOGLE_", "AGENT_"))}
-    stack = LocalStack(workdir=workdir, base_env=env)
+    stack = LocalStack(workdir=workdir, base_env=env, **stack_options)
     await stack.start()
     b = Bench(stack, workdir)
     try:

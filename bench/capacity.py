@@ -681,9 +681,10 @@ def report(phases: dict[str, Phase]) -> None:
 
 
 # ---- main ------------------------------------------------------------------------------------
-async def start_servers(workdir: Path, env: dict[str, str]) -> tuple[dict[str, ServerProcess], dict[str, str]]:
-    lk = ServerProcess("livekit", ["-m", "devstack.livekit", "--config", str(ROOT / "livekit.yaml"), "--port", "0"],
-                       workdir / "livekit.log", env)
+async def start_servers(workdir: Path, env: dict[str, str], livekit_args: tuple[str, ...] = ()
+                        ) -> tuple[dict[str, ServerProcess], dict[str, str]]:
+    lk = ServerProcess("livekit", ["-m", "devstack.livekit", "--config", str(ROOT / "livekit.yaml"), "--port", "0",
+                                   *livekit_args], workdir / "livekit.log", env)
     gm = ServerProcess("gemini", ["-m", "devstack.gemini", "--cert", str(workdir / "gemini" / "cert.pem")],
                        workdir / "gemini.log", env)
     (workdir / "gemini").mkdir()

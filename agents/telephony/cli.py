@@ -14,6 +14,7 @@ from livekit import api
 
 from ..settings import SettingsError, load_settings
 from .config import SipConfigError, TelephonyConfig, load_telephony, telephony_path
+from .dispatch import mark_phone
 from .provision import Provisioner
 
 # what a caller of `dial` is told for the SIP status the call ended with
@@ -89,7 +90,7 @@ async def dial(args: argparse.Namespace) -> int:
         # the agent first, so it is in the room when the callee answers
         if settings.agent.name:
             await lkapi.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(
-                agent_name=settings.agent.name, room=room))
+                agent_name=settings.agent.name, room=room, metadata=mark_phone("")))
         print(f"dialling {args.number} through {trunk_name!r} (room {room}) ...", flush=True)
         try:
             await lkapi.sip.create_sip_participant(api.CreateSIPParticipantRequest(

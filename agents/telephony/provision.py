@@ -13,6 +13,7 @@ from livekit import api
 from livekit.protocol import sip as proto_sip
 
 from .config import DispatchRule, InboundTrunk, OutboundTrunk, TelephonyConfig
+from .dispatch import mark_phone
 
 MANAGED = "managed-by: gemini-agent sip provision"
 
@@ -63,7 +64,8 @@ def rule_info(r: DispatchRule, trunk_ids: list[str]) -> proto_sip.SIPDispatchRul
         name=r.name, metadata=MANAGED, rule=rule, trunk_ids=trunk_ids, hide_phone_number=r.hide_phone_number,
         inbound_numbers=r.inbound_numbers, numbers=r.numbers, attributes=r.attributes,
         room_config=api.RoomConfiguration(
-            agents=[api.RoomAgentDispatch(agent_name=a.agent_name, metadata=a.metadata) for a in r.room_config.agents]))
+            agents=[api.RoomAgentDispatch(agent_name=a.agent_name, metadata=mark_phone(a.metadata))
+                    for a in r.room_config.agents]))
 
 
 # the fields this tool sets: only these are compared with what the deployment has

@@ -1,4 +1,7 @@
-"""`python -m devstack.livekit --config livekit.yaml [--port N] [--node-ip IP]`
+"""`python -m devstack.livekit --config livekit.yaml [--port N] [--node-ip IP] [--sip-port N]`
+
+With --sip-port, the local SIP gateway (devstack/sip) too, in the same process (0 = any
+free port); the ready line then ends with `sip=<host:port>`.
 
 Prints exactly one line once ready (never the secret), then serves until
 interrupted.
@@ -21,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default="livekit.yaml", help="livekit-server config file")
     ap.add_argument("--port", type=int, default=None, help="override `port` (0 = any free port)")
     ap.add_argument("--node-ip", default=None, help="override rtc.node_ip (address for ICE)")
+    ap.add_argument("--sip-port", type=int, default=None, help="also serve SIP on this UDP port (0 = any free)")
     args = ap.parse_args(argv)
 
     overrides: dict = {}
@@ -39,14 +43,22 @@ def main(argv: list[str] | None = None) -> int:
     async def run() -> None:
         server = LocalLiveKitServer(config)
         await server.start()
+        gateway = None
+        if args.sip_port is not None:
+            from ..sip import start_gateway
+
+            gateway = await start_gateway(server, port=args.sip_port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        print(f"local-livekit ready {server.url} api_key={server.api_key}", flush=True)
+        sip = f" sip={gateway.address}" if gateway is not None else ""
+        print(f"local-livekit ready {server.url} api_key={server.api_key}{sip}", flush=True)
         try:
             await stop.wait()
         finally:
+            if gateway is not None:
+                await gateway.stop()
             await server.stop()
 
     asyncio.run(run())

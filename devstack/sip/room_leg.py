@@ -44,13 +44,24 @@ class _TrackBuffer:
 
     PREFILL = 2 * SAMPLES  # start (or restart after running dry) with 40 ms queued
     LIMIT = RATE  # never more than 1 s behind
+    # Audio that arrived in a burst (the track's first frames, a late packet's catch-up)
+    # would otherwise stay queued for the rest of the call, since both ends run in real
+    # time: above this, silence is dropped once it has lasted PAUSE (between turns, never
+    # inside a sentence's pauses), as a phone's adaptive jitter buffer does.
+    TARGET = 4 * SAMPLES
+    QUIET = 100  # int16 peak below which a chunk is silence
+    PAUSE = RATE * 3 // 10
 
     def __init__(self) -> None:
         self.chunks: deque[np.ndarray] = deque()
         self.size = 0
         self.primed = False
+        self.quiet = 0  # samples of silence received in a row
 
     def push(self, pcm: np.ndarray) -> None:
+        self.quiet = self.quiet + len(pcm) if int(np.abs(pcm).max(initial=0)) < self.QUIET else 0
+        if self.size > self.TARGET and self.quiet > self.PAUSE:
+            return
         self.chunks.append(pcm)
         self.size += len(pcm)
         while self.size > self.LIMIT:
@@ -89,6 +100,7 @@ class RoomLeg:
         self._buffers: dict[str, _TrackBuffer] = {}
         self._tasks: set[asyncio.Task] = set()
         self._left = False
+        self._quiet_in = 0  # samples of silence from the phone in a row
 
     async def join(self, url: str, token: str) -> None:
         self.room.on("track_subscribed", self._on_track)
@@ -129,6 +141,14 @@ class RoomLeg:
 
     async def _pump_phone_audio(self) -> None:
         while (pcm := await self._inbox.get()) is not None:
+            # RTP that piled up (while the room was joined, or this loop held up) would stay
+            # a standing delay for the rest of the call: above 60 ms, silence is dropped once
+            # it has lasted 0.3 s (between turns, never inside a sentence)
+            silent = int(np.abs(pcm.astype(np.int32)).max(initial=0)) < _TrackBuffer.QUIET
+            self._quiet_in = self._quiet_in + len(pcm) if silent else 0
+            behind = self._inbox.qsize() * SAMPLES / RATE + self.source.queued_duration
+            if behind > 0.06 and self._quiet_in > _TrackBuffer.PAUSE:
+                continue
             frame = rtc.AudioFrame(pcm.astype(np.int16).tobytes(), RATE, 1, len(pcm))
             for f in self._up.push(frame):
                 await self.source.capture_frame(f)

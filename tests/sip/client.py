@@ -12,8 +12,9 @@ PHONE = Path(__file__).with_name("phone.py")
 
 
 class PhoneProcess:
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, media_port: int = 40000) -> None:
         self.want_port = port
+        self.media_port = media_port  # its RTP ports: media_port .. +999 (one range per phone)
         self.proc: asyncio.subprocess.Process | None = None
         self.events: list[dict] = []
         self.port = 0
@@ -22,7 +23,7 @@ class PhoneProcess:
 
     async def start(self) -> "PhoneProcess":
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(PHONE), str(self.want_port), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            sys.executable, str(PHONE), str(self.want_port), str(self.media_port), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL)
         self._reader = asyncio.create_task(self._read())
         ready = await self.wait_event(lambda e: e["ev"] == "ready", timeout=20)

@@ -21,6 +21,10 @@ from .client import PhoneProcess
 
 CALLED = "+15550100"   # the number the phone dials (the inbound trunk's)
 CALLER = "+15550123"   # the phone's own number
+# numbers whose dispatch rules give their calls phone settings of their own (the dispatch
+# metadata, agents/telephony/dispatch.py): a short maximum duration, a short silence timeout
+SHORT_CALL = "+15550101"
+SILENT_CALL = "+15550102"
 
 PHONE_AGENT_ENV = {
     "AGENT_AUDIO__AUTO_GAIN_CONTROL": "false",
@@ -34,6 +38,9 @@ inbound_trunks:
   - name: test-inbound
     numbers: ["{CALLED}"]
     allowed_addresses: ["127.0.0.1/32"]
+  - name: test-limits
+    numbers: ["{SHORT_CALL}", "{SILENT_CALL}"]
+    allowed_addresses: ["127.0.0.1/32"]
 dispatch_rules:
   - name: test-calls
     trunks: [test-inbound]
@@ -41,6 +48,20 @@ dispatch_rules:
       dispatch_rule_individual: {{room_prefix: {room_prefix}}}
     room_config:
       agents: [{{agent_name: gemini-agent}}]
+  - name: test-short-calls
+    trunks: [test-limits]
+    numbers: ["{SHORT_CALL}"]
+    rule:
+      dispatch_rule_individual: {{room_prefix: short}}
+    room_config:
+      agents: [{{agent_name: gemini-agent, metadata: '{{"phone": {{"max_call_duration_s": 7}}}}'}}]
+  - name: test-silent-calls
+    trunks: [test-limits]
+    numbers: ["{SILENT_CALL}"]
+    rule:
+      dispatch_rule_individual: {{room_prefix: silent}}
+    room_config:
+      agents: [{{agent_name: gemini-agent, metadata: '{{"phone": {{"silence_timeout_s": 3}}}}'}}]
 outbound_trunks:
   - name: test-outbound
     address: 127.0.0.1:{phone_port}
@@ -108,7 +129,10 @@ class SipWorld:
 
     @property
     def uri(self) -> str:
-        return f"sip:{CALLED}@{self.gateway.address}"
+        return self.uri_of(CALLED)
+
+    def uri_of(self, number: str) -> str:
+        return f"sip:{number}@{self.gateway.address}"
 
     def api(self) -> api.LiveKitAPI:
         lk = self.stack.livekit

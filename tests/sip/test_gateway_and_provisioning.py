@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import warnings
 
@@ -103,7 +104,11 @@ async def test_provisioning_is_idempotent_and_updates_in_place(world: SipWorld):
     assert out.startswith("nothing to change"), out
 
     async with world.api() as lk:
-        before = (await lk.sip.list_dispatch_rule(api.ListSIPDispatchRuleRequest())).items[0]
+        before = next(r for r in (await lk.sip.list_dispatch_rule(api.ListSIPDispatchRuleRequest())).items
+                      if r.name == "test-calls")
+    # every agent a rule dispatches is told in its metadata that the job is a phone call
+    # (agents/telephony/dispatch.py), next to the rule's own metadata
+    assert json.loads(before.room_config.agents[0].metadata) == {"call": "phone"}
     world.telephony_file.write_text(telephony_yaml(world.phone.port, room_prefix="phone"))
     try:
         rc, out, err = await run_agent_py(world.env, "sip", "provision", "--dry-run")
@@ -112,8 +117,10 @@ async def test_provisioning_is_idempotent_and_updates_in_place(world: SipWorld):
         assert rc == 0 and out.strip() == f"update dispatch rule 'test-calls' ({before.sip_dispatch_rule_id}): rule"
         async with world.api() as lk:
             after = (await lk.sip.list_dispatch_rule(api.ListSIPDispatchRuleRequest())).items
-        assert len(after) == 1 and after[0].sip_dispatch_rule_id == before.sip_dispatch_rule_id
-        assert after[0].rule.dispatch_rule_individual.room_prefix == "phone"
+        assert len(after) == 3
+        after = next(r for r in after if r.name == "test-calls")
+        assert after.sip_dispatch_rule_id == before.sip_dispatch_rule_id
+        assert after.rule.dispatch_rule_individual.room_prefix == "phone"
     finally:
         world.telephony_file.write_text(telephony_yaml(world.phone.port))
         rc, out, err = await run_agent_py(world.env, "sip", "provision")

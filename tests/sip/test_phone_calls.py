@@ -12,12 +12,13 @@ from livekit import api
 
 from ..support.audio import dominant_frequency, envelope_correlation, trim_silence
 from .client import PhoneProcess
-from .conftest import CALLED, CALLER, SipWorld, read_recording, run_agent_py, write_wav
+from .conftest import CALLED, CALLER, SHORT_CALL, SILENT_CALL, SipWorld, read_recording, run_agent_py, write_wav
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 
 RATE = 8000
 GREETING_HZ = 600
+NOTICE_HZ = 900
 
 
 def tone(hz: float, seconds: float, rate: int = 24000) -> bytes:
@@ -78,10 +79,10 @@ async def worker_free(world: SipWorld) -> None:
                 "the agent worker to take calls", 60)
 
 
-async def dial(world: SipWorld, **media) -> int:
+async def dial(world: SipWorld, number: str = CALLED, **media) -> int:
     await worker_free(world)
     m = world.phone.mark()
-    world.phone.send(cmd="dial", uri=world.uri, **media)
+    world.phone.send(cmd="dial", uri=world.uri_of(number), **media)
     await world.phone.wait_state("CONFIRMED", since=m)
     return m
 
@@ -111,8 +112,10 @@ async def test_caller_hears_greeting_then_the_echo_of_its_question(world: SipWor
     sip = people[f"sip_{CALLER}"]
     assert sip.kind == api.ParticipantInfo.Kind.SIP and sip.name == f"Phone {CALLER}"
     async with world.api() as lk:
-        trunk = (await lk.sip.list_inbound_trunk(api.ListSIPInboundTrunkRequest())).items[0]
-        rule = (await lk.sip.list_dispatch_rule(api.ListSIPDispatchRuleRequest())).items[0]
+        trunk = next(t for t in (await lk.sip.list_inbound_trunk(api.ListSIPInboundTrunkRequest())).items
+                     if t.name == "test-inbound")
+        rule = next(r for r in (await lk.sip.list_dispatch_rule(api.ListSIPDispatchRuleRequest())).items
+                    if r.name == "test-calls")
     attrs = dict(sip.attributes)
     assert attrs["sip.phoneNumber"] == CALLER and attrs["sip.trunkPhoneNumber"] == CALLED
     assert attrs["sip.trunkID"] == trunk.sip_trunk_id and attrs["sip.ruleID"] == rule.sip_dispatch_rule_id
@@ -123,7 +126,9 @@ async def test_caller_hears_greeting_then_the_echo_of_its_question(world: SipWor
     # the model was told it is on the phone, with the caller's number
     await until(lambda: any("telephone call" in s.conversation.system_instruction
                             for s in world.gemini_sessions(since)), "the phone instructions")
-    assert any(CALLER in s.conversation.system_instruction for s in world.gemini_sessions(since))
+    # (the number, known once the caller is, follows as the plugin's mid-session instruction update)
+    await until(lambda: any(CALLER in s.conversation.system_instruction + said(s.conversation.history, "model")
+                            for s in world.gemini_sessions(since)), "the caller's number at the model", 10)
 
     # the greeting plays, then the caller asks; the offline model echoes the question
     await until(lambda: "Hello" in said(world.history(since), "model"), "the greeting")
@@ -141,6 +146,12 @@ async def test_caller_hears_greeting_then_the_echo_of_its_question(world: SipWor
     greeting = heard[loud[0]: loud[0] + RATE]  # the first thing the phone heard
     assert abs(dominant_frequency(greeting, RATE) - GREETING_HZ) < 15
     assert envelope_correlation(question, heard[loud[0] + RATE:], RATE) >= 0.8
+    # the dispatch said "phone call" (the provisioned rule's metadata): the model's early
+    # connection was set up with the phone agent's tools, so the call had one Live setup
+    setups = world.gemini_sessions(since)
+    assert len(setups) == 1, [[f.get("name") for t in (s.setup or {}).get("tools", [])
+                               for f in t.get("functionDeclarations", t.get("function_declarations", []))]
+                              for s in setups]
 
 
 async def test_keypad_digits_reach_the_model_and_the_agent_presses_keys(world: SipWorld, script):
@@ -183,6 +194,8 @@ async def test_end_call_hangs_up_the_phone(world: SipWorld, script):
 
 
 async def test_dial_rings_a_phone_and_the_agent_speaks_first(world: SipWorld, script):
+    # the callee's first key makes the model press keys itself (the framework's send_dtmf_events)
+    script.tool_call(2, "send_dtmf_events", {"events": ["4", "5", "6", "*"]})
     rec = world.tmp / "callee.wav"
     world.phone.send(cmd="incoming", mode="answer", record=str(rec))
     m = world.phone.mark()
@@ -190,8 +203,12 @@ async def test_dial_rings_a_phone_and_the_agent_speaks_first(world: SipWorld, sc
     rc, out, err = await run_agent_py(world.env, "dial", CALLER)
     assert rc == 0, err
     assert "answered" in out
-    await world.phone.wait_state("CONFIRMED", since=m)
+    answered = await world.phone.wait_state("CONFIRMED", since=m)
     await asyncio.sleep(3.0)  # the greeting plays
+    world.phone.send(cmd="dtmf", call=answered["call"], digits="1")
+    # the agent's digits reach the phone on the call it placed, in order
+    await until(lambda: len(world.phone.digits(m)) >= 4, "the agent's digits at the callee", 30)
+    assert world.phone.digits(m) == "456*"
     await hang_up(world, m)
     heard = trim_silence(read_recording(rec), RATE)
     assert len(heard) > RATE // 2 and abs(dominant_frequency(heard, RATE) - GREETING_HZ) < 15
@@ -226,3 +243,20 @@ async def test_transfer_only_to_an_allowed_destination(world: SipWorld, script):
                                  and e["state"] == "DISCONNECTED", since=m, timeout=60)
     assert any(e["ev"] == "incoming" and "desk@" in e["to"] for e in world.phone.events[m:])
     await hang_up(world, m)
+
+
+@pytest.mark.parametrize("number, why", [(SHORT_CALL, "maximum call duration"), (SILENT_CALL, "silence timeout")])
+async def test_call_limits_end_the_call_after_a_spoken_notice(world: SipWorld, script, number, why):
+    """The dispatch rules of these numbers set a 7 s maximum duration / a 3 s silence timeout
+    (their dispatch metadata); the phone only listens, and never hangs up itself."""
+    script.reply(2, text="Sorry, this call has to end now. Goodbye.", audio=tone(NOTICE_HZ, 1.0))
+    rec = world.tmp / f"limit-{number}.wav"
+    m = await dial(world, number, record=str(rec))
+    ended = await world.phone.wait_state("DISCONNECTED", since=m, timeout=60)  # the gateway's BYE
+    await until(lambda: f"ending the call: {why}" in world.worker.log_tail(2000), f"the worker's '{why}' line", 10)
+    heard = read_recording(rec)
+    loud = np.nonzero(np.abs(heard) > 1000)[0]
+    assert len(loud), "the phone heard nothing"
+    # the greeting first, and the notice the last thing the phone heard before the BYE
+    assert abs(dominant_frequency(heard[loud[0]: loud[0] + RATE], RATE) - GREETING_HZ) < 15
+    assert abs(dominant_frequency(heard[max(loud[-1] - RATE // 2, 0): loud[-1]], RATE) - NOTICE_HZ) < 15, ended
