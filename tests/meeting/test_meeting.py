@@ -8,6 +8,7 @@ proactive.py), which the meeting's default reply policy (`addressed`) switches o
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -17,6 +18,8 @@ from devstack.gemini import proactive
 
 from ..support.audio import resample, speech_similarity, trim_silence
 from ..support.caller import RATE, Caller
+from ..support.video import VideoTrack, colour
+from .conftest import EXTRAS_AGENT
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -206,4 +209,86 @@ async def test_addressed_policy_chat_join_and_leave(worker, stack, meeting_room,
         await until(lambda: agent_identity not in room.participants, 15, "the agent to leave")
         assert "Traceback" not in worker.log_tail(400)
     finally:
+        script.reset()
+
+
+class ModelsView:
+    """The colours of the video frames one Gemini session received, decoded once each."""
+
+    def __init__(self, session) -> None:
+        self.session, self.colours = session, []
+
+    def seen(self) -> list[str]:
+        frames = self.session.video_frames
+        self.colours += [colour(f.data) for f in frames[len(self.colours):]]
+        return self.colours
+
+    async def next_frames(self, name: str, n: int = 3, timeout: float = 30) -> list[str]:
+        """Wait for a frame of colour `name` from now on, then return the `n` after it."""
+        start = len(self.seen())
+        await until(lambda: name in self.seen()[start:], timeout,
+                    f"the model to see {name} (saw {self.seen()[start:]})")
+        first = self.seen().index(name, start)
+        await until(lambda: len(self.seen()) > first + n, timeout, f"{n} more frames")
+        return self.seen()[first + 1:first + 1 + n]
+
+
+async def test_video_follows_screen_then_speaker_and_late_joiners_are_greeted(
+        extras_worker, stack, meeting_room, speech):
+    """Video on: the model sees whoever shares their screen, else the current speaker's
+    camera. A person joining the meeting under way is greeted by name; join and leave reach
+    the model."""
+    script = stack.gemini.script
+    first = len(stack.gemini.sessions)
+    alice = await meeting_room("alice", EXTRAS_AGENT)
+    await alice.wait_agent(timeout=60)
+    bob = await meeting_room("bob", EXTRAS_AGENT)
+    await bob.wait_agent(timeout=60)
+    session = await proactive_session(stack, first)
+    model = ModelsView(session)
+    screen = camera_a = camera_b = None
+    try:
+        screen = await VideoTrack(alice, rtc.TrackSource.SOURCE_SCREENSHARE, (0, 0, 230), fps=5).start()
+        camera_a = await VideoTrack(alice, rtc.TrackSource.SOURCE_CAMERA, (0, 200, 0), fps=5).start()
+        camera_b = await VideoTrack(bob, rtc.TrackSource.SOURCE_CAMERA, (230, 0, 0), fps=5).start()
+
+        # Alice shares her screen and Bob speaks: the model sees Alice's screen
+        await model.next_frames("blue", n=1)  # all three tracks subscribed by now
+        taken = len(model.seen())
+        bob.say(speech("I will walk you through the quarterly numbers now."))
+        await bob.wait_spoken()
+        await until(lambda: "[bob is speaking]" in proactive.client_notes(session), 15, "Bob to take the floor")
+        assert set(await model.next_frames("blue")) == {"blue"}, "not Alice's screen while Bob speaks"
+        assert set(model.seen()[taken:]) == {"blue"}, model.seen()[taken:]
+
+        # no screen shared: the current speaker's camera (Bob's), and it follows the speaker
+        await screen.stop()
+        screen = None
+        alice.say(speech("Thanks Bob, these numbers look good to me."))
+        assert set(await model.next_frames("green")) == {"green"}, "not Alice's camera while she speaks"
+        await alice.wait_spoken()
+        bob.say(speech("I will walk you through the quarterly numbers now."))
+        assert set(await model.next_frames("red")) == {"red"}, "not Bob's camera after the share ended"
+
+        # a late joiner: the model is told, asked to greet her by name, and she hears it
+        await alice.wait_spoken()
+        carol = await meeting_room("carol", EXTRAS_AGENT)
+        joined_at = time.perf_counter()
+        await carol.wait_agent(timeout=60)
+        await until(lambda: "[carol joined the meeting]" in proactive.client_notes(session), 15,
+                    "the join to reach the model")
+        await until(lambda: any("carol just joined the meeting" in str(m.body)
+                                for m in session.received if m.kind == "client_content"),
+                    15, "the model to be asked to greet Carol")
+        await carol.wait_reply(joined_at, quiet_s=0.5, timeout=30)
+        await until(lambda: any("carol just joined" in t.text for t in carol.transcripts
+                                if t.final and t.identity == carol.agent.identity),
+                    15, "the greeting's transcript")
+        await carol.leave()
+        await until(lambda: "[carol left the meeting]" in proactive.client_notes(session), 15,
+                    "the leave to reach the model")
+    finally:
+        for track in (screen, camera_a, camera_b):
+            if track is not None:
+                await track.stop()
         script.reset()
