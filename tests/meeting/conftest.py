@@ -17,7 +17,10 @@ _rooms = itertools.count(1)
 
 
 class Person(Caller):
-    """A caller in a meeting: `heard` is the agent's voice only, not the other people's."""
+    """A caller in a meeting: receives the agent's tracks only (`heard` is the agent's voice),
+    not the other people's."""
+
+    subscribe_to_people = False
 
     def _on_track(self, track: rtc.Track, pub, participant: rtc.RemoteParticipant) -> None:
         if participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
