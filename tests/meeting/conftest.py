@@ -65,6 +65,7 @@ EXTRAS_ENV = {
     "AGENT_VIDEO__FPS": "2",
     "AGENT_VIDEO__SILENT_FPS": "2",  # a fixed rate (in a meeting the floor, not the sampler, says who speaks)
     "AGENT_MEETING__GREET_LATE_JOINERS": "true",
+    "AGENT_WORKER__NUM_IDLE_PROCESSES": "1",  # one meeting at a time: registers sooner
 }
 
 

@@ -240,38 +240,39 @@ async def test_video_follows_screen_then_speaker_and_late_joiners_are_greeted(
     the model."""
     script = stack.gemini.script
     first = len(stack.gemini.sessions)
+    screen = camera_a = camera_b = None
     alice = await meeting_room("alice", EXTRAS_AGENT)
-    await alice.wait_agent(timeout=60)
     bob = await meeting_room("bob", EXTRAS_AGENT)
+    # they come with their video on (the agent subscribes to it as it joins; tracks added
+    # one by one later, the local LiveKit stand-in's aiortc now and then never forwards one)
+    screen = await VideoTrack(alice, rtc.TrackSource.SOURCE_SCREENSHARE, (0, 0, 230), fps=5).start()
+    camera_a = await VideoTrack(alice, rtc.TrackSource.SOURCE_CAMERA, (0, 200, 0), fps=5).start()
+    camera_b = await VideoTrack(bob, rtc.TrackSource.SOURCE_CAMERA, (230, 0, 0), fps=5).start()
+    await alice.wait_agent(timeout=60)
     await bob.wait_agent(timeout=60)
     session = await proactive_session(stack, first)
     model = ModelsView(session)
-    screen = camera_a = camera_b = None
     try:
-        screen = await VideoTrack(alice, rtc.TrackSource.SOURCE_SCREENSHARE, (0, 0, 230), fps=5).start()
-        camera_a = await VideoTrack(alice, rtc.TrackSource.SOURCE_CAMERA, (0, 200, 0), fps=5).start()
-        camera_b = await VideoTrack(bob, rtc.TrackSource.SOURCE_CAMERA, (230, 0, 0), fps=5).start()
-
+        await model.next_frames("blue", n=1)
         # Alice shares her screen and Bob speaks: the model sees Alice's screen
-        await model.next_frames("blue", n=1)  # all three tracks subscribed by now
         taken = len(model.seen())
-        bob.say(speech("I will walk you through the quarterly numbers now."))
-        await bob.wait_spoken()
+        bob.say(speech("Here are the numbers."))
         await until(lambda: "[bob is speaking]" in proactive.client_notes(session), 15, "Bob to take the floor")
-        assert set(await model.next_frames("blue")) == {"blue"}, "not Alice's screen while Bob speaks"
+        assert set(await model.next_frames("blue", n=2)) == {"blue"}, "not Alice's screen while Bob speaks"
         assert set(model.seen()[taken:]) == {"blue"}, model.seen()[taken:]
+        await bob.wait_spoken()
 
-        # no screen shared: the current speaker's camera (Bob's), and it follows the speaker
+        # no screen shared: the current speaker's camera, and it follows the speaker
         await screen.stop()
         screen = None
-        alice.say(speech("Thanks Bob, these numbers look good to me."))
-        assert set(await model.next_frames("green")) == {"green"}, "not Alice's camera while she speaks"
+        alice.say(speech("They look good to me."))
+        assert set(await model.next_frames("green", n=2)) == {"green"}, "not Alice's camera while she speaks"
         await alice.wait_spoken()
-        bob.say(speech("I will walk you through the quarterly numbers now."))
-        assert set(await model.next_frames("red")) == {"red"}, "not Bob's camera after the share ended"
+        bob.say(speech("Thank you, Alice."))
+        assert set(await model.next_frames("red", n=2)) == {"red"}, "not Bob's camera while he speaks"
+        await bob.wait_spoken()
 
         # a late joiner: the model is told, asked to greet her by name, and she hears it
-        await alice.wait_spoken()
         carol = await meeting_room("carol", EXTRAS_AGENT)
         joined_at = time.perf_counter()
         await carol.wait_agent(timeout=60)
@@ -280,10 +281,7 @@ async def test_video_follows_screen_then_speaker_and_late_joiners_are_greeted(
         await until(lambda: any("carol just joined the meeting" in str(m.body)
                                 for m in session.received if m.kind == "client_content"),
                     15, "the model to be asked to greet Carol")
-        await carol.wait_reply(joined_at, quiet_s=0.5, timeout=30)
-        await until(lambda: any("carol just joined" in t.text for t in carol.transcripts
-                                if t.final and t.identity == carol.agent.identity),
-                    15, "the greeting's transcript")
+        await until(lambda: carol.heard.first_loud(joined_at), 30, "Carol to hear the greeting")
         await carol.leave()
         await until(lambda: "[carol left the meeting]" in proactive.client_notes(session), 15,
                     "the leave to reach the model")
