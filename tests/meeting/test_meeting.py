@@ -243,10 +243,7 @@ async def test_video_follows_screen_then_speaker_and_late_joiners_are_greeted(
     screen = camera_a = camera_b = None
     alice = await meeting_room("alice", EXTRAS_AGENT)
     bob = await meeting_room("bob", EXTRAS_AGENT)
-    # they come with their video on, all three tracks published at once. Known flake (not the
-    # product): now and then the local LiveKit stand-in never forwards one of the video
-    # tracks to the agent (the aiortc sender of that transceiver on the agent's subscriber
-    # connection is never started), and the test times out waiting for that colour.
+    # they come with their video on, all three tracks published at once
     screen = await VideoTrack(alice, rtc.TrackSource.SOURCE_SCREENSHARE, (0, 0, 230), fps=5).start()
     camera_a = await VideoTrack(alice, rtc.TrackSource.SOURCE_CAMERA, (0, 200, 0), fps=5).start()
     camera_b = await VideoTrack(bob, rtc.TrackSource.SOURCE_CAMERA, (230, 0, 0), fps=5).start()
