@@ -41,7 +41,7 @@ from . import meeting_policy as policy
 from .meeting_floor import FloorAudioInput, Segment
 from .participants import display_name, follow_participants, is_person, people
 from .settings import Settings
-from .video import SpeechActivity
+from .video import SpeechActivity, VideoSource
 
 logger = logging.getLogger("gemini-agent")
 
@@ -57,18 +57,22 @@ class _Attribution:
     segment_id: str
 
 
-def attach(session: AgentSession, room: rtc.Room, settings: Settings, instructions: str) -> None:
-    """Follow the room's people for this conversation (called once the session started)."""
+def attach(session: AgentSession, room: rtc.Room, settings: Settings, instructions: str,
+           video: VideoSource | None = None) -> None:
+    """Follow the room's people for this conversation (called once the session started);
+    `video` (agents/video.py, when video is on) is told who the speaker is."""
     if not settings.meeting.enabled or settings.turn_detection.mode == "manual":
         # push-to-talk: whoever presses the button is heard (agents/push_to_talk.py)
         follow_participants(session, room)
         return
-    Meeting(session, room, settings, instructions).start()
+    Meeting(session, room, settings, instructions, video).start()
 
 
 class Meeting:
-    def __init__(self, session: AgentSession, room: rtc.Room, settings: Settings, instructions: str) -> None:
+    def __init__(self, session: AgentSession, room: rtc.Room, settings: Settings, instructions: str,
+                 video: VideoSource | None = None) -> None:
         self.session, self.room, self.settings = session, room, settings
+        self.video = video
         self.cfg = settings.meeting
         self.base_instructions = instructions
         self.floor: FloorAudioInput | None = None
@@ -95,8 +99,6 @@ class Meeting:
         r.on("participant_disconnected", self._on_left)
         r.on("track_subscribed", self._on_track_subscribed)
         r.on("track_unsubscribed", self._on_track_unsubscribed)
-        r.on("track_published", lambda *_: self._follow_video())
-        r.on("track_unpublished", lambda *_: self._follow_video())
         self.session.on("agent_state_changed", self._on_agent_state)
         self.session.on("user_input_transcribed", self._on_user_transcript)
         self._take_over_chat()
@@ -153,6 +155,7 @@ class Meeting:
         self._last_noted = None
         logger.info("meeting: one person left, one-to-one with %s", remaining.identity)
         self._apply_policy(1)
+        self._follow_video()
 
     def _add_voice(self, p: rtc.RemoteParticipant) -> None:
         if self.floor is None:
@@ -194,6 +197,7 @@ class Meeting:
             linked = self.session.room_io.linked_participant
             if linked is None or linked.identity == p.identity:
                 self.session.room_io.set_participant(remaining[0].identity)
+                self._follow_video()
             return
         self.floor.remove(p.identity)
         self._note(f"[{display_name(p)} left the meeting]")
@@ -206,11 +210,8 @@ class Meeting:
     def _on_track_subscribed(
         self, track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant
     ) -> None:
-        if self.floor is not None and is_person(self.room, p):
-            if pub.source == rtc.TrackSource.SOURCE_MICROPHONE:
-                self.floor.add(p, track, pub.sid)
-            else:
-                self._follow_video()
+        if self.floor is not None and is_person(self.room, p) and pub.source == rtc.TrackSource.SOURCE_MICROPHONE:
+            self.floor.add(p, track, pub.sid)
 
     def _on_track_unsubscribed(
         self, track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant
@@ -377,28 +378,15 @@ class Meeting:
 
     # ---- video ----------------------------------------------------------------------------------
     def _follow_video(self) -> None:
-        """The model sees whoever shares their screen, else the person holding the floor."""
-        video = self.session.room_io.video_input if self.settings.video.enabled else None
-        if video is None or self.floor is None:
+        """Tell the video source who the speaker is: who holds the floor, else who held it
+        last (agents/video.py's pick_video decides between screens and cameras)."""
+        if self.video is None:
             return
-        for p in people(self.room):
-            for pub in p.track_publications.values():
-                if pub.source == rtc.TrackSource.SOURCE_SCREENSHARE and pub.track is not None:
-                    video.set_participant(p.identity)
-                    video.set_track_sid(pub.sid)
-                    return
-        who = self.floor.holder or (self._last_segment.identity if self._last_segment else None)
-        if who is None:
-            present = people(self.room)
-            who = present[0].identity if present else None
-        p = self.room.remote_participants.get(who) if who else None
-        cam = next(
-            (pub.sid for pub in (p.track_publications.values() if p else [])
-             if pub.source == rtc.TrackSource.SOURCE_CAMERA),
-            None,
-        )
-        video.set_participant(who)
-        video.set_track_sid(cam)
+        if self.floor is None:
+            self.video.follow(None, meeting=False)
+            return
+        last = self._last_segment.identity if self._last_segment else None
+        self.video.follow(self.floor.holder or last, meeting=True)
 
 
 def _mic_sid(p: rtc.RemoteParticipant) -> str | None:

@@ -178,9 +178,9 @@ async def run_session(ctx: JobContext, settings: Settings) -> AgentSession:
     failure = asyncio.create_task(end_call_when_gemini_fails(
         ctx, session, gemini.failure, settings.connection, hang_up_room=is_phone_call))
     ctx.add_shutdown_callback(lambda: _cancel(failure))
-    video.attach(session, ctx.room, settings.video)  # screen share first; the person's speech paces frames
+    video_source = video.attach(session, ctx.room, settings.video)  # screen share first; speech paces frames
     # several people: hear everyone, attribute, reply policy (agents/meeting.py)
-    meeting.attach(session, ctx.room, settings, instructions)
+    meeting.attach(session, ctx.room, settings, instructions, video_source)
     if is_phone_call:
         phone.attach(ctx, session, agent, settings)  # keypad, call limits, hang-up
     # the web client hints that speech over the greeting is not heard for this long

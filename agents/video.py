@@ -1,8 +1,10 @@
 """Video to the model: which of the person's tracks, and how often a frame goes.
 
-- Source: when the person shares both camera and screen, the framework's RoomIO takes
-  whichever track came last. `PreferredVideoSource` pins its video stream to the
-  preferred one (`video.prefer`, screen share by default) and falls back to the other.
+- Source: one rule, `pick_video`, for calls and meetings: whoever shares their screen,
+  else the current speaker's camera (`video.prefer: camera` turns that around); in a
+  one-to-one call, the person's screen over their camera. Left alone, the framework's
+  RoomIO takes whichever track of its one linked person came last; `VideoSource` pins its
+  video stream to the chosen track and person.
 - Rate: the framework's VoiceActivityVideoSampler sends `video.fps` while the person
   speaks and `video.silent_fps` otherwise. It reads "speaking" from the session's user
   state, which with Gemini's own turn detection only changes around the model's replies
@@ -26,6 +28,7 @@ from livekit.agents import AgentSession
 from livekit.agents.voice import io
 from livekit.agents.voice.agent_session import VoiceActivityVideoSampler
 
+from .participants import people
 from .settings import VideoSettings
 
 logger = logging.getLogger("gemini-agent")
@@ -102,40 +105,85 @@ def model_options(settings: VideoSettings) -> dict:
     return {"media_resolution": types.MediaResolution[f"MEDIA_RESOLUTION_{settings.media_resolution.upper()}"]}
 
 
-class PreferredVideoSource:
-    """Keeps RoomIO's video input on the person's preferred track when they publish both."""
+SCREEN, CAMERA = rtc.TrackSource.SOURCE_SCREENSHARE, rtc.TrackSource.SOURCE_CAMERA
+
+
+def pick_video(
+    tracks: dict[str, dict[int, str]], people: list[str], speaker: str | None, prefer: str
+) -> tuple[str | None, str | None]:
+    """The one rule for what the model sees: (identity, track sid) from `tracks`
+    (identity -> {source: sid} of the video people publish, in `people` order).
+
+    A shared screen is for everyone (the speaker's own first, then anyone's); a camera
+    only shows its owner, so only the current speaker's counts. `prefer` orders the two:
+    screen_share (default) = whoever shares their screen, else the speaker's camera. A
+    one-to-one call is the case of one person: their screen, else their camera."""
+    if speaker not in people:
+        speaker = people[0] if people else None
+    if speaker is None:
+        return None, None
+    order = (SCREEN, CAMERA) if prefer == "screen_share" else (CAMERA, SCREEN)
+    for source in order:
+        owners = [speaker] + [p for p in people if p != speaker] if source == SCREEN else [speaker]
+        for who in owners:
+            if (sid := tracks.get(who, {}).get(source)) is not None:
+                return who, sid
+    return speaker, None
+
+
+class VideoSource:
+    """Points RoomIO's video input at the track `pick_video` chooses, as tracks come and go
+    and as the meeting (agents/meeting.py, through `follow`) hands the floor around.
+    Left alone, the framework would take whichever track of its linked person came last."""
+
+    _EVENTS = ("track_subscribed", "track_unsubscribed", "track_unpublished", "participant_disconnected")
 
     def __init__(self, session: AgentSession, room: rtc.Room, prefer: str) -> None:
-        self._session = session
-        self._room = room
-        screen, camera = rtc.TrackSource.SOURCE_SCREENSHARE, rtc.TrackSource.SOURCE_CAMERA
-        self._order = (screen, camera) if prefer == "screen_share" else (camera, screen)
-        self._pinned: str | None = None
-        for ev in ("track_subscribed", "track_unsubscribed", "track_unpublished", "participant_disconnected"):
+        self._session, self._room, self._prefer = session, room, prefer
+        self._meeting = False
+        self._speaker: str | None = None
+        self.chosen: tuple[str | None, str | None] = (None, None)
+        for ev in self._EVENTS:
             room.on(ev, self._update)
         self._update()
 
     def close(self) -> None:
-        for ev in ("track_subscribed", "track_unsubscribed", "track_unpublished", "participant_disconnected"):
+        for ev in self._EVENTS:
             self._room.off(ev, self._update)
 
+    def follow(self, speaker: str | None, *, meeting: bool) -> None:
+        """meeting=False: one-to-one with RoomIO's linked person; True: everyone in the
+        room counts and `speaker` (who holds or last held the floor) is the speaker."""
+        self._meeting, self._speaker = meeting, speaker
+        self._update()
+
     def _update(self, *event) -> None:
-        stream = self._session.room_io.video_input if self._session.room_io else None
+        room_io = self._session.room_io
+        stream = room_io.video_input if room_io else None
         if stream is None or not hasattr(stream, "set_track_sid"):
             return
-        person = self._session.room_io.linked_participant
         gone = next((a for a in event if isinstance(a, rtc.RemoteTrackPublication)), None)
-        available = {}
-        if person is not None:
-            for pub in person.track_publications.values():
+        if self._meeting:
+            present = people(self._room)  # who left is gone from the room already
+            speaker = self._speaker
+        else:
+            linked = room_io.linked_participant
+            present = [linked] if linked is not None else []
+            speaker = linked.identity if linked is not None else None
+        tracks: dict[str, dict[int, str]] = {}
+        for p in present:
+            for pub in p.track_publications.values():
                 if pub.kind == rtc.TrackKind.KIND_VIDEO and pub.track is not None and pub is not gone:
-                    available.setdefault(pub.source, pub.sid)
-        chosen = next((available[s] for s in self._order if s in available), None)
-        if chosen != self._pinned:
-            self._pinned = chosen
-            logger.debug("video source", extra={"track": chosen})
-            # the framework's own switch: only this publication feeds the model
-            stream.set_track_sid(chosen)
+                    tracks.setdefault(p.identity, {}).setdefault(pub.source, pub.sid)
+        chosen = pick_video(tracks, [p.identity for p in present], speaker, self._prefer)
+        if chosen == self.chosen:
+            return
+        self.chosen = chosen
+        logger.debug("video source", extra={"participant": chosen[0], "track": chosen[1]})
+        # the framework's own switches; the track first, so no other track is opened between
+        stream.set_track_sid(chosen[1])
+        if self._meeting:  # one-to-one, RoomIO links the person itself
+            stream.set_participant(chosen[0])
 
 
 def speech_activity(session: AgentSession, *, create: bool = True) -> SpeechActivity | None:
@@ -150,10 +198,10 @@ def speech_activity(session: AgentSession, *, create: bool = True) -> SpeechActi
     return audio
 
 
-def attach(session: AgentSession, room: rtc.Room, settings: VideoSettings) -> PreferredVideoSource | None:
-    """After session.start(): watch the person's speech for the sampler, and follow the
-    preferred video source."""
+def attach(session: AgentSession, room: rtc.Room, settings: VideoSettings) -> VideoSource | None:
+    """After session.start(): watch the person's speech for the sampler, and choose the
+    video the model sees (a meeting steers it through VideoSource.follow)."""
     if not settings.enabled:
         return None
     speech_activity(session)
-    return PreferredVideoSource(session, room, settings.prefer)
+    return VideoSource(session, room, settings.prefer)

@@ -52,7 +52,11 @@ def worker_cpu_s(pid: int) -> float:
 
 
 class Person(Caller):
-    """Hears only the agent (not decoding every other person's microphone as well)."""
+    """Hears only the agent: subscribes to nobody else's microphone, so a meeting of n costs
+    the local SFU and this process n forwarded tracks, not n * n (with 8 people the n * n
+    load on the shared machine broke the agent's WebRTC connection)."""
+
+    subscribe_to_people = False
 
     def _on_track(self, track: rtc.Track, pub, participant: rtc.RemoteParticipant) -> None:
         if participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:

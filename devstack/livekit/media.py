@@ -32,7 +32,7 @@ import re
 from typing import Any, Callable
 
 import av
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
@@ -90,10 +90,16 @@ def use_node_ip(node_ip: str) -> None:
     _node_ip.set(node_ip)
 
 
-def new_peer_connection(node_ip: str) -> RTCPeerConnection:
+def new_peer_connection(node_ip: str, *, max_bundle: bool = False) -> RTCPeerConnection:
     use_node_ip(node_ip)
-    # iceServers=[]: aiortc would otherwise add a public STUN server
-    return RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    # iceServers=[]: aiortc would otherwise add a public STUN server.
+    # max_bundle (the subscriber side, which offers): every transceiver on the first one's
+    # transport from the start. Under aiortc's default (balanced) a second video transceiver
+    # added while the first still waits for the answer that bundles it takes the first's
+    # provisional transport, is marked bundled, and stays on that never-connected transport:
+    # its track is never forwarded (seen with several video tracks subscribed at once).
+    policy = RTCBundlePolicy.MAX_BUNDLE if max_bundle else RTCBundlePolicy.BALANCED
+    return RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=policy))
 
 
 _MDNS_LINE = re.compile(r"^a=candidate:\S+ \d+ \S+ \d+ \S+\.local .*$\r?\n?", re.M)

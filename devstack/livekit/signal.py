@@ -393,7 +393,7 @@ class SignalSession:
         if src is None or track.sid in self._sub_tracks:
             return
         if self.sub_pc is None:
-            self.sub_pc = media.new_peer_connection(self.node_ip)
+            self.sub_pc = media.new_peer_connection(self.node_ip, max_bundle=True)
             self._watch_active(self.sub_pc)
         fwd = src.new_consumer(track.sid)
         transceiver = media.attach_forward_track(self.sub_pc, fwd, f"{publisher.sid}|{track.sid}")

@@ -508,7 +508,36 @@ async function directToGemini(r) {
   await page.context().close();
 }
 
-const SCENARIOS = { conversation, 'text-only': textOnly, 'push-to-talk': pushToTalk, 'no-agent': noAgent, direct: directToGemini };
+// Two people with microphones in one meeting: each tab shows the other's spoken words under
+// the other's name (the agent publishes each person's transcript on their behalf). The fake
+// microphone says its sentence 9 s after each tab starts it, so both are in by then.
+async function meeting(r) {
+  const host = await newPage(r, DESKTOP, true);
+  await host.goto(cfg.urls.main);
+  await ready('meeting', 'gemini-agent');
+  Object.assign(r, await startCall(host, 'meeting', { name: 'Ada' }));
+  r.agent = await agentIdentityOf(host);
+  await host.waitForFunction(() => document.getElementById('invite-link').value, null, { timeout });
+  const guest = await newPage(r, DESKTOP, true);
+  await guest.goto(await host.inputValue('#invite-link'));
+  r.guestIdentity = (await startCall(guest, 'meeting-guest', { name: 'Grace' })).identity;
+  const spokeBy = (page, name) =>
+    page.waitForFunction(
+      (name) =>
+        [...document.querySelectorAll('#transcript li[data-speaker="other"][data-kind="speech"][data-final="true"]')].some(
+          (li) => li.querySelector('.who')?.textContent === name && li.querySelector('.text')?.textContent.trim(),
+        ),
+      name,
+      { timeout },
+    );
+  await Promise.all([spokeBy(host, 'Grace'), spokeBy(guest, 'Ada')]);
+  r.hostTranscript = await transcript(host);
+  r.guestTranscript = await transcript(guest);
+  await guest.context().close();
+  await host.context().close();
+}
+
+const SCENARIOS = { conversation, meeting, 'text-only': textOnly, 'push-to-talk': pushToTalk, 'no-agent': noAgent, direct: directToGemini };
 
 try {
   browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args });

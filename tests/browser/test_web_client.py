@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(600)
 TONE_HZ = 440.0
 CHAT = "What is the capital of France?"
 # all of them; WEB_TEST_SCENARIOS=name,name runs a subset while working on one
-SCENARIOS = os.environ.get("WEB_TEST_SCENARIOS", "conversation,text-only,push-to-talk,no-agent,direct").split(",")
+SCENARIOS = os.environ.get("WEB_TEST_SCENARIOS", "conversation,meeting,text-only,push-to-talk,no-agent,direct").split(",")
 
 
 def tone_24k(seconds: float) -> bytes:
@@ -200,6 +200,17 @@ async def test_two_tabs_in_one_meeting_from_the_invite_link(run: dict[str, Any])
     assert len(r["guestAudio"]) == 2 and all(a["silent"] for a in r["guestAudio"]), r["guestAudio"]
     g = r["guestState"]
     assert g["csp"] == []
+
+
+async def test_two_tabs_with_microphones_see_each_others_spoken_lines_under_their_names(run: dict[str, Any]) -> None:
+    r = result(run, "meeting")
+    print(f"\nmeeting: scenario {r['wallMs']} ms")
+    # each tab: the other person's words as theirs (name and identity), its own as "user"
+    for page, other in (("host", "Grace"), ("guest", "Ada")):
+        lines = [e for e in r[f"{page}Transcript"] if e["kind"] == "speech" and e["final"]]
+        theirs = [e for e in lines if e["speaker"] == "other"]
+        assert theirs and all(e["who"] == other for e in theirs), (page, lines)
+        assert any(e["speaker"] == "user" for e in lines), (page, lines)
 
 
 async def test_a_text_only_conversation(run: dict[str, Any]) -> None:

@@ -8,35 +8,10 @@ import itertools
 
 import pytest_asyncio
 
-from devstack.stack import LocalStack
-
 from ..support.caller import Caller, caller_token
+from ..support.stack import HEADSET_AGENT_ENV, stack, worker  # noqa: F401 - fixtures and the env others import
 
 _rooms = itertools.count(1)
-
-# A Python SDK caller is a headset: no acoustic echo, so no caller audio is discarded.
-# Its level is already right, and gain control ramping over the first second would
-# change the very speech the tests compare the echo with.
-HEADSET_AGENT_ENV = {
-    "AGENT_AGENT__GREET": "false",
-    "AGENT_AUDIO__ECHO_WARMUP_S": "0",
-    "AGENT_AUDIO__AUTO_GAIN_CONTROL": "false",
-}
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def stack(tmp_path_factory):
-    env = {k: v for k, v in __import__("os").environ.items()
-           if not k.startswith(("LIVEKIT_", "GOOGLE_", "AGENT_"))}
-    async with LocalStack(workdir=tmp_path_factory.mktemp("stack"), base_env=env) as s:
-        yield s
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def worker(stack):
-    w = await stack.start_worker(HEADSET_AGENT_ENV)
-    yield w
-    await w.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="module")

@@ -8,6 +8,7 @@ proactive.py), which the meeting's default reply policy (`addressed`) switches o
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -17,6 +18,8 @@ from devstack.gemini import proactive
 
 from ..support.audio import resample, speech_similarity, trim_silence
 from ..support.caller import RATE, Caller
+from ..support.video import VideoTrack, colour
+from .conftest import EXTRAS_AGENT
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -206,4 +209,83 @@ async def test_addressed_policy_chat_join_and_leave(worker, stack, meeting_room,
         await until(lambda: agent_identity not in room.participants, 15, "the agent to leave")
         assert "Traceback" not in worker.log_tail(400)
     finally:
+        script.reset()
+
+
+class ModelsView:
+    """The colours of the video frames one Gemini session received, decoded once each."""
+
+    def __init__(self, session) -> None:
+        self.session, self.colours = session, []
+
+    def seen(self) -> list[str]:
+        frames = self.session.video_frames
+        self.colours += [colour(f.data) for f in frames[len(self.colours):]]
+        return self.colours
+
+    async def next_frames(self, name: str, n: int = 3, timeout: float = 30) -> list[str]:
+        """Wait for a frame of colour `name` from now on, then return the `n` after it."""
+        start = len(self.seen())
+        await until(lambda: name in self.seen()[start:], timeout,
+                    f"the model to see {name} (saw {self.seen()[start:]})")
+        first = self.seen().index(name, start)
+        await until(lambda: len(self.seen()) > first + n, timeout, f"{n} more frames")
+        return self.seen()[first + 1:first + 1 + n]
+
+
+async def test_video_follows_screen_then_speaker_and_late_joiners_are_greeted(
+        extras_worker, stack, meeting_room, speech):
+    """Video on: the model sees whoever shares their screen, else the current speaker's
+    camera. A person joining the meeting under way is greeted by name; join and leave reach
+    the model."""
+    script = stack.gemini.script
+    first = len(stack.gemini.sessions)
+    screen = camera_a = camera_b = None
+    alice = await meeting_room("alice", EXTRAS_AGENT)
+    bob = await meeting_room("bob", EXTRAS_AGENT)
+    # they come with their video on, all three tracks published at once
+    screen = await VideoTrack(alice, rtc.TrackSource.SOURCE_SCREENSHARE, (0, 0, 230), fps=5).start()
+    camera_a = await VideoTrack(alice, rtc.TrackSource.SOURCE_CAMERA, (0, 200, 0), fps=5).start()
+    camera_b = await VideoTrack(bob, rtc.TrackSource.SOURCE_CAMERA, (230, 0, 0), fps=5).start()
+    await alice.wait_agent(timeout=60)
+    await bob.wait_agent(timeout=60)
+    session = await proactive_session(stack, first)
+    model = ModelsView(session)
+    try:
+        await model.next_frames("blue", n=1)
+        # Alice shares her screen and Bob speaks: the model sees Alice's screen
+        taken = len(model.seen())
+        bob.say(speech("Here are the numbers."))
+        await until(lambda: "[bob is speaking]" in proactive.client_notes(session), 15, "Bob to take the floor")
+        assert set(await model.next_frames("blue", n=2)) == {"blue"}, "not Alice's screen while Bob speaks"
+        assert set(model.seen()[taken:]) == {"blue"}, model.seen()[taken:]
+        await bob.wait_spoken()
+
+        # no screen shared: the current speaker's camera, and it follows the speaker
+        await screen.stop()
+        screen = None
+        alice.say(speech("They look good to me."))
+        assert set(await model.next_frames("green", n=2)) == {"green"}, "not Alice's camera while she speaks"
+        await alice.wait_spoken()
+        bob.say(speech("Thank you, Alice."))
+        assert set(await model.next_frames("red", n=2)) == {"red"}, "not Bob's camera while he speaks"
+        await bob.wait_spoken()
+
+        # a late joiner: the model is told, asked to greet her by name, and she hears it
+        carol = await meeting_room("carol", EXTRAS_AGENT)
+        joined_at = time.perf_counter()
+        await carol.wait_agent(timeout=60)
+        await until(lambda: "[carol joined the meeting]" in proactive.client_notes(session), 15,
+                    "the join to reach the model")
+        await until(lambda: any("carol just joined the meeting" in str(m.body)
+                                for m in session.received if m.kind == "client_content"),
+                    15, "the model to be asked to greet Carol")
+        await until(lambda: carol.heard.first_loud(joined_at), 30, "Carol to hear the greeting")
+        await carol.leave()
+        await until(lambda: "[carol left the meeting]" in proactive.client_notes(session), 15,
+                    "the leave to reach the model")
+    finally:
+        for track in (screen, camera_a, camera_b):
+            if track is not None:
+                await track.stop()
         script.reset()

@@ -66,6 +66,10 @@ def caller_token(
 
 
 class Caller:
+    # False: receive only the agent's tracks, as a meeting's person who needs nobody else's
+    # media (the SFU then forwards and the SDK decodes n tracks, not n * n)
+    subscribe_to_people = True
+
     def __init__(self, identity: str = "caller", **publish_options) -> None:
         self.identity = identity
         self.publish_options = publish_options
@@ -90,9 +94,12 @@ class Caller:
         self.room.on("participant_connected", self._on_participant)
         self.room.on("local_track_subscribed", lambda track: self._mic_subscribed.set())
         self.room.register_text_stream_handler("lk.transcription", self._on_transcription)
-        await self.room.connect(url, token)
+        self.room.on("track_published", self._on_published)
+        await self.room.connect(url, token, rtc.RoomOptions(auto_subscribe=self.subscribe_to_people))
         for p in self.room.remote_participants.values():
             self._on_participant(p)
+            for pub in p.track_publications.values():
+                self._on_published(pub, p)
         track = rtc.LocalAudioTrack.create_audio_track("microphone", self.source)
         pub = await self.room.local_participant.publish_track(
             track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE, **self.publish_options)
@@ -124,6 +131,10 @@ class Caller:
             self.agent = p
             self._agent_joined.set()
             self._on_attributes({}, p)
+
+    def _on_published(self, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant) -> None:
+        if not self.subscribe_to_people and p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
+            pub.set_subscribed(True)
 
     def _on_attributes(self, changed: dict, p: rtc.Participant) -> None:
         state = p.attributes.get("lk.agent.state")
