@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from livekit import rtc
 
-from ..support.audio import best_correlation, resample, speech_similarity, trim_silence
-from ..support.caller import RATE, Caller, caller_token
+from ..support.audio import heard_intact, resample, speech_similarity, trim_silence
+from ..support.caller import RATE, caller_token
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -24,27 +24,6 @@ def sounds_like(heard: np.ndarray, said: np.ndarray) -> float:
         trim_silence(resample(said, RATE, 16000), 16000),
         16000,
     )
-
-
-def heard_intact(heard: np.ndarray, said: np.ndarray, window_s: float = 0.5) -> float:
-    """The share of `said`'s half-second windows that `heard` holds sample for sample
-    (normalised correlation >= 0.9 at some lag near the window's own place)."""
-    n, slack = int(window_s * RATE), RATE // 2
-    a = heard.astype(np.float64)
-    shares = []
-    for i in range(0, len(said) - n + 1, n):
-        w = said[i:i + n].astype(np.float64)
-        if np.abs(w).max() < 500:
-            continue
-        seg = a[max(0, i - slack): i + n + slack]
-        if len(seg) < n:
-            shares.append(False)
-            continue
-        size = 1 << int(np.ceil(np.log2(len(seg) + n)))
-        xc = np.fft.irfft(np.fft.rfft(seg, size) * np.conj(np.fft.rfft(w, size)), size)[: len(seg) - n + 1]
-        energy = np.convolve(seg ** 2, np.ones(n), mode="valid")
-        shares.append(float(np.max(xc / (np.sqrt(energy) * np.linalg.norm(w) + 1e-9))) >= 0.9)
-    return sum(shares) / len(shares) if shares else 0.0
 
 
 def model_input(session) -> np.ndarray:
@@ -74,7 +53,7 @@ async def test_spoken_question_is_answered_in_the_room(worker, stack, join, spee
     # model → agent → room → caller: the caller hears the model's reply, sample for sample
     # (window by window, so that one jitter-buffer gap on a busy machine does not hide that the
     # rest arrived intact)
-    assert heard_intact(trim_silence(reply, RATE), trim_silence(model_reply(session), RATE)) >= 0.8
+    assert heard_intact(trim_silence(reply, RATE), trim_silence(model_reply(session), RATE), RATE) >= 0.8
     # and end to end, the reply (an echo) sounds like what the caller said
     assert sounds_like(reply, question) >= 0.8
 
