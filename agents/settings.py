@@ -373,7 +373,7 @@ class MeetingSettings(_Section):
     # the local speech detector that decides who holds the floor (per person, 10 ms frames)
     speech_threshold_dbfs: float = Field(default=-45.0, ge=-90.0, le=0.0)
     # audio kept from before a person's speech was detected, so their first words survive
-    preroll_ms: int = Field(default=500, ge=0, le=2000)
+    preroll_ms: int = Field(default=300, ge=0, le=2000)
     # longest a person queued behind another speaker waits for the agent's answer
     queue_wait_s: float = Field(default=8.0, gt=0.0, le=60.0)
 

