@@ -19,6 +19,21 @@ from .support.session_io import Microphone, Speaker
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / ".artifacts"
 
+# The suite runs in two processes (pyproject: -n 2 --dist loadgroup). Each module is a group
+# of its own, so its module-scoped stack and worker stay in one process; the modules that
+# load the machine most (a browser with its workers, three workers with twelve calls) share
+# one group with the phone calls, whose in-process gateway paces RTP in real time, so that
+# none of them runs beside another (a phone reply came out garbled beside one of them).
+HEAVY = ("tests/browser/test_web_client.py", "tests/ops/test_scale_out.py", "tests/sip/")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        group = "heavy" if path.startswith(HEAVY) else path
+        item.add_marker(pytest.mark.xdist_group(group))
+
 
 @pytest.fixture
 async def gemini(tmp_path, monkeypatch):
