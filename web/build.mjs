@@ -12,24 +12,11 @@ const target = join(here, '..', 'agents', 'web', 'static');
 const check = process.argv.includes('--check');
 const out = check ? await mkdtemp(join(tmpdir(), 'web-build-')) : target;
 
-await build({
-  entryPoints: [join(here, 'src', 'app.js')],
-  outfile: join(out, 'app.js'),
-  bundle: true,
-  format: 'esm',
-  platform: 'browser',
-  target: ['es2020', 'chrome100', 'firefox100', 'safari15'],
-  minify: true,
-  legalComments: 'eof',
-  sourcemap: false,
-  charset: 'utf8',
-  logLevel: 'warning',
-  define: { 'process.env.NODE_ENV': '"production"' },
-});
-// direct-to-Gemini mode: Google's SDK in its own bundle, imported by app.js only when chosen
-await build({
-  entryPoints: [join(here, 'src', 'direct.js')],
-  outfile: join(out, 'direct.js'),
+// the scripts: app.js, and Google's SDK in a bundle of its own (direct.js, the
+// direct-to-Gemini mode) that app.js imports only when that mode is chosen
+const script = (name, options = {}) => build({
+  entryPoints: [join(here, 'src', name)],
+  outfile: join(out, name),
   bundle: true,
   format: 'esm',
   platform: 'browser',
@@ -38,7 +25,10 @@ await build({
   legalComments: 'eof',
   charset: 'utf8',
   logLevel: 'warning',
+  ...options,
 });
+await script('app.js', { define: { 'process.env.NODE_ENV': '"production"' } });
+await script('direct.js');
 await build({
   entryPoints: [join(here, 'src', 'app.css')],
   outfile: join(out, 'app.css'),
