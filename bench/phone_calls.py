@@ -43,7 +43,6 @@ import re
 import tempfile
 import sys
 import time
-import wave
 from collections import defaultdict
 from pathlib import Path
 
@@ -57,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 from devstack.sip import rtp as sip_rtp  # noqa: E402
 from devstack.sip import room_leg as sip_room_leg  # noqa: E402
 from tests.sip.client import PhoneProcess  # noqa: E402
-from tests.support.audio import envelope_correlation  # noqa: E402
+from tests.support.audio import envelope_correlation, read_wav, write_wav  # noqa: E402
 
 CALLED = "+15550100"
 AGENT = "bench-tuned"
@@ -87,20 +86,6 @@ dispatch_rules:
     room_config:
       agents: [{{agent_name: {AGENT}}}]
 """
-
-
-def write_wav(path: Path, pcm: np.ndarray, rate: int = PHONE_RATE) -> Path:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.astype(np.int16).tobytes())
-    return path
-
-
-def read_wav(path: Path) -> np.ndarray:
-    with wave.open(str(path), "rb") as w:
-        return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
 
 
 class GatewayProbe:
@@ -213,7 +198,7 @@ async def latency(b, args, probe: GatewayProbe) -> None:
     gw = b.stack.sip
     said8 = speech(SENTENCE, PHONE_RATE)
     said48 = speech(SENTENCE, 48000)
-    wav = write_wav(b.workdir / "question.wav", np.concatenate([said8, np.zeros(PHONE_RATE // 5, np.int16)]))
+    wav = write_wav(b.workdir / "question.wav", np.concatenate([said8, np.zeros(PHONE_RATE // 5, np.int16)]), PHONE_RATE)
     phone = await PhoneProcess().start()
     t_start = time.monotonic()
     caller = await b.join("tuned")
@@ -421,12 +406,12 @@ async def load_calls(workdir: Path, args, lk: tuple[str, str, str], sip_address:
         cpu0 = {k: cpu_seconds(v) if v else sum(cpu_seconds(ph.proc.pid) for ph in phones) for k, v in pids.items()}
         t_hold = time.monotonic()
         for i, (phone, cid, _rec, _m) in enumerate(calls):
-            phone.send(cmd="say", call=cid, wav=str(write_wav(workdir / f"q1-{i}.wav", first[i])))
+            phone.send(cmd="say", call=cid, wav=str(write_wav(workdir / f"q1-{i}.wav", first[i], PHONE_RATE)))
             await asyncio.sleep(0.3)  # the calls' questions out of phase
         await asyncio.sleep(max(0.0, args.seconds - (time.monotonic() - t_hold) - 8.0))
         t_q2 = time.monotonic()
         for i, (phone, cid, _rec, _m) in enumerate(calls):
-            phone.send(cmd="say", call=cid, wav=str(write_wav(workdir / f"q2-{i}.wav", last[i])))
+            phone.send(cmd="say", call=cid, wav=str(write_wav(workdir / f"q2-{i}.wav", last[i], PHONE_RATE)))
             await asyncio.sleep(0.3)
 
         def answered(phone, cid) -> bool:  # heard something after its second question was spoken
@@ -476,7 +461,7 @@ def correlations(calls: list, first: dict, last: dict) -> None:
     n = len(calls)
     own, own1, own2, other = [], [], [], []
     for i, (_p, _cid, rec, _m) in enumerate(calls):
-        heard = read_wav(rec)
+        heard, _ = read_wav(rec)
         own1.append(envelope_correlation(first[i], heard, PHONE_RATE))
         own2.append(envelope_correlation(last[i], heard, PHONE_RATE))
         own.append(min(own1[-1], own2[-1]))

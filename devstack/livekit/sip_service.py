@@ -152,17 +152,7 @@ class SipService:
         old = table.get(req.sip_trunk_id)
         if old is None:
             raise not_found(f"trunk {req.sip_trunk_id!r} not found")
-        action = req.WhichOneof("action")
-        info = info_cls()
-        if action == "replace":
-            info.CopyFrom(req.replace)
-            info.sip_trunk_id = old.sip_trunk_id
-            info.created_at.CopyFrom(old.created_at)
-        elif action == "update":
-            info.CopyFrom(old)
-            _apply_update(info, req.update)
-        else:
-            raise invalid_argument("missing or unsupported update action", "action")
+        info = _updated(old, req, "sip_trunk_id")
         if info_cls is proto_sip.SIPInboundTrunkInfo:
             self._check_inbound(info)
         self._stamp(info, created=False)
@@ -261,17 +251,7 @@ class SipService:
         old = self.store.rules.get(req.sip_dispatch_rule_id)
         if old is None:
             raise not_found(f"dispatch rule {req.sip_dispatch_rule_id!r} not found")
-        info = proto_sip.SIPDispatchRuleInfo()
-        action = req.WhichOneof("action")
-        if action == "replace":
-            info.CopyFrom(req.replace)
-            info.sip_dispatch_rule_id = old.sip_dispatch_rule_id
-            info.created_at.CopyFrom(old.created_at)
-        elif action == "update":
-            info.CopyFrom(old)
-            _apply_update(info, req.update)
-        else:
-            raise invalid_argument("missing or unsupported update action", "action")
+        info = _updated(old, req, "sip_dispatch_rule_id")
         self._check_rule(info)
         self._stamp(info, created=False)
         self.store.rules[info.sip_dispatch_rule_id] = info
@@ -340,6 +320,23 @@ class SipService:
         return proto_sip.TransferSIPParticipantResponse(
             transfer_id=new_id("STR_"), status=proto_sip.STS_TRANSFER_SUCCESSFUL,
             reason=proto_sip.STR_COMPLETED)
+
+
+def _updated(old: Message, req, id_field: str) -> Message:
+    """A trunk or rule after an Update request: `replace` (a new object keeping the id and
+    creation time) or `update` (the listed fields changed), as livekit-server answers them."""
+    action = req.WhichOneof("action")
+    info = type(old)()
+    if action == "replace":
+        info.CopyFrom(req.replace)
+        setattr(info, id_field, getattr(old, id_field))
+        info.created_at.CopyFrom(old.created_at)
+    elif action == "update":
+        info.CopyFrom(old)
+        _apply_update(info, req.update)
+    else:
+        raise invalid_argument("missing or unsupported update action", "action")
+    return info
 
 
 def _apply_update(info: Message, update: Message) -> None:

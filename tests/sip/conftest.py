@@ -83,15 +83,6 @@ async def run_agent_py(env: dict, *args: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
-def write_wav(path: Path, pcm: np.ndarray, rate: int = 8000) -> Path:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.astype(np.int16).tobytes())
-    return path
-
-
 def read_recording(path: Path, timeout: float = 10.0) -> np.ndarray:
     """A phone recording; pjsua writes its WAV header when the recorder closes, which can
     come a moment after the call's DISCONNECTED."""

@@ -10,9 +10,9 @@ import pytest
 import pytest_asyncio
 from livekit import api
 
-from ..support.audio import dominant_frequency, envelope_correlation, trim_silence
+from ..support.audio import dominant_frequency, envelope_correlation, trim_silence, write_wav
 from .client import PhoneProcess
-from .conftest import CALLED, CALLER, SHORT_CALL, SILENT_CALL, SipWorld, read_recording, run_agent_py, write_wav
+from .conftest import CALLED, CALLER, SHORT_CALL, SILENT_CALL, SipWorld, read_recording, run_agent_py
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 
@@ -95,7 +95,7 @@ async def hang_up(world: SipWorld, m: int) -> None:
 async def test_caller_hears_greeting_then_the_echo_of_its_question(world: SipWorld, script, speech):
     since = len(world.stack.gemini.sessions)
     question = speech("Could you tell me what the weather will be like in Paris tomorrow", RATE)
-    wav = write_wav(world.tmp / "question.wav", np.concatenate([question, np.zeros(RATE)]))
+    wav = write_wav(world.tmp / "question.wav", np.concatenate([question, np.zeros(RATE)]), RATE)
     rec = world.tmp / "heard.wav"
     m = await dial(world, record=str(rec))
 

@@ -36,6 +36,16 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
     return data, rate
 
 
+def write_wav(path: Path, pcm: np.ndarray, rate: int) -> Path:
+    """Mono int16 samples as a 16-bit WAV file."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.astype(np.int16).tobytes())
+    return path
+
+
 def resample(pcm: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     if from_rate == to_rate:
         return pcm.astype(np.int16)
