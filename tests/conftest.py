@@ -15,24 +15,47 @@ from devstack.gemini import OfflineGeminiServer
 
 from .support.audio import read_wav, resample, speech_wav
 from .support.conversation import Conversation
+from .support.run_alone import RunAlone
 from .support.session_io import Microphone, Speaker
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / ".artifacts"
 
 # The suite runs in two processes (pyproject: -n 2 --dist loadgroup). Each module is a group
-# of its own, so its module-scoped stack and worker stay in one process; the modules that
-# load the machine most (a browser with its workers, three workers with twelve calls) share
-# one group with the phone calls, whose in-process gateway paces RTP in real time, so that
-# none of them runs beside another (a phone reply came out garbled beside one of them).
-HEAVY = ("tests/browser/test_web_client.py", "tests/ops/test_scale_out.py", "tests/sip/")
+# of its own, so its module-scoped stack and worker stay in one process. The modules that
+# load the machine most run alone (support/run_alone.py): a browser with its workers, three
+# workers with twelve calls, the phone calls (whose in-process gateway paces RTP in real
+# time) and the meeting of four. Beside another module, replies were heard garbled
+# (0.45-0.69 against 0.8): a phone greeting twice, and a room reply beside the meeting.
+HEAVY = ("tests/browser/test_web_client.py", "tests/ops/test_scale_out.py", "tests/sip/", "tests/meeting/")
+
+
+_RUN_ALONE = pytest.StashKey[RunAlone]()
+
+
+def _module(item) -> str:
+    return item.nodeid.split("::")[0]
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        path = item.nodeid.split("::")[0]
-        group = "heavy" if path.startswith(HEAVY) else path
-        item.add_marker(pytest.mark.xdist_group(group))
+        item.add_marker(pytest.mark.xdist_group(_module(item)))
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)  # outside pytest-timeout's clock
+def pytest_runtest_protocol(item, nextitem):
+    workerinput = getattr(item.config, "workerinput", None)
+    if workerinput is None:  # one process (-n 0): nothing runs beside anything
+        yield
+        return
+    if _RUN_ALONE not in item.config.stash:
+        item.config.stash[_RUN_ALONE] = RunAlone(workerinput["testrunuid"])
+    gate = item.config.stash[_RUN_ALONE]
+    gate.enter(_module(item), alone=_module(item).startswith(HEAVY))
+    yield
+    if nextitem is None or _module(nextitem) != _module(item):  # its module fixtures are gone
+        gate.leave()
+
 
 
 @pytest.fixture
