@@ -10,7 +10,7 @@ rule's room (sip.callStatus ringing) -> 200 with SDP -> ACK (active). Outbound
 trunk's address, 180 (ringing), 200 (active), or the SIP failure. Also: re-INVITE (same
 SDP), CANCEL (487), BYE, OPTIONS, REFER out with NOTIFY in (transfers), 481 for unknown
 dialogs, 400 for malformed requests, 404 / 488 as livekit-sip answers unmatched calls and
-calls with no common codec.
+calls with no common codec; 407 / 401 for a trunk with credentials (digest.py).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from livekit.protocol import sip as proto_sip
 
 from . import sdp
 from .call import Call, Dialog, SipFailure, contact_target, sipfrag_status
+from .digest import InviteAuth
 from .message import (ALLOW, SipMessage, SipParseError, missing_mandatory, new_branch, new_tag,
                       parse, response, tag_of, uri_of, user_of)
 from .room_leg import sip_token
@@ -58,6 +59,7 @@ class SipGateway:
         self.ringing_s = ringing_s
         self.calls: dict[str, Call] = {}
         self.rejected: list[tuple[int, str]] = []  # (status, reason) of refused INVITEs, newest last
+        self.auth = InviteAuth()
         self._transport: asyncio.DatagramTransport | None = None
         self._tx: dict[tuple[str, int, str], _ClientTx] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -207,8 +209,17 @@ class SipGateway:
         caller, called = user_of(uri_of(msg.get("From"))), user_of(uri_of(msg.uri))
         lk_call_id = new_id("SCL_")
         try:
-            disp = self.store.dispatch(called=called, caller=caller, src_ip=addr[0],
-                                       call_id=lk_call_id, host=self.host)
+            trunk = self.store.match_trunk(called, caller, addr[0])
+            if trunk.auth_username and trunk.auth_password:  # as livekit-sip: before the rules
+                refusal = self.auth.check(msg, trunk.auth_username, trunk.auth_password)
+                if refusal is not None:
+                    status, reason, challenge = refusal
+                    if challenge:  # the handshake's first step, not a refusal
+                        self.send(response(msg, status, reason, to_tag=new_tag(), extra=challenge), addr)
+                    else:
+                        self._reject(msg, addr, status, reason)
+                    return
+            disp = self.store.dispatch(trunk, called=called, caller=caller, call_id=lk_call_id, host=self.host)
         except NoMatch as e:
             self._reject(msg, addr, e.status, e.reason)
             return

@@ -18,7 +18,6 @@ from .rtp import RATE, SAMPLES, digit_code
 
 logger = logging.getLogger("devstack.sip.room")
 
-ROOM_RATE = 48000
 
 
 def sip_token(api_key: str, api_secret: str, *, room: str, identity: str, name: str,
@@ -94,8 +93,9 @@ class RoomLeg:
         self.room = rtc.Room()
         self.on_dtmf = on_dtmf
         self.on_gone = on_gone
-        self.source = rtc.AudioSource(ROOM_RATE, 1, queue_size_ms=100)
-        self._up = rtc.AudioResampler(RATE, ROOM_RATE, num_channels=1)
+        # the phone's 8 kHz goes in as it is, and the room's audio comes out at 8 kHz in 20 ms
+        # frames (one per RTP packet): the SDK resamples natively, not through Python
+        self.source = rtc.AudioSource(RATE, 1, queue_size_ms=100)
         self._inbox: asyncio.Queue[np.ndarray | None] = asyncio.Queue()
         self._buffers: dict[str, _TrackBuffer] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -149,9 +149,7 @@ class RoomLeg:
             behind = self._inbox.qsize() * SAMPLES / RATE + self.source.queued_duration
             if behind > 0.06 and self._quiet_in > _TrackBuffer.PAUSE:
                 continue
-            frame = rtc.AudioFrame(pcm.astype(np.int16).tobytes(), RATE, 1, len(pcm))
-            for f in self._up.push(frame):
-                await self.source.capture_frame(f)
+            await self.source.capture_frame(rtc.AudioFrame(pcm.astype(np.int16).tobytes(), RATE, 1, len(pcm)))
 
     async def phone_dtmf(self, digit: str) -> None:
         """A key pressed on the phone: a SipDTMF data packet from this participant."""
@@ -174,10 +172,8 @@ class RoomLeg:
             self._spawn(self._listen(track, buf))
 
     async def _listen(self, track: rtc.Track, buf: _TrackBuffer) -> None:
-        down = rtc.AudioResampler(ROOM_RATE, RATE, num_channels=1)
-        async for ev in rtc.AudioStream(track, sample_rate=ROOM_RATE, num_channels=1):
-            for f in down.push(ev.frame):
-                buf.push(np.frombuffer(f.data, dtype=np.int16).astype(np.int32))
+        async for ev in rtc.AudioStream(track, sample_rate=RATE, num_channels=1, frame_size_ms=20):
+            buf.push(np.frombuffer(ev.frame.data, dtype=np.int16).astype(np.int32))
 
     def _on_dtmf(self, ev: rtc.SipDTMF) -> None:
         if ev.digit:

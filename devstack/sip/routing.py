@@ -82,8 +82,9 @@ class SipStore:
                 return usable[0]
         raise NoMatch(404, "Does not match Trunks or Dispatch Rules")
 
-    def dispatch(self, *, called: str, caller: str, src_ip: str, call_id: str, host: str) -> Dispatch:
-        trunk = self.match_trunk(called, caller, src_ip)
+    def dispatch(self, trunk: proto_sip.SIPInboundTrunkInfo, *, called: str, caller: str, call_id: str,
+                 host: str) -> Dispatch:
+        """The room and identity for a call the trunk (match_trunk) took, by its rule."""
         rule = self.match_rule(trunk.sip_trunk_id, called, caller)
         kind = rule.rule.WhichOneof("rule")
         if kind == "dispatch_rule_direct":

@@ -25,6 +25,8 @@ CALLER = "+15550123"   # the phone's own number
 # metadata, agents/telephony/dispatch.py): a short maximum duration, a short silence timeout
 SHORT_CALL = "+15550101"
 SILENT_CALL = "+15550102"
+SECURED_CALL = "+15550103"  # a trunk with credentials: digest authentication at the gateway
+TRUNK_USER, TRUNK_PASSWORD = "carrier-7", "s3cret-trunk"
 
 PHONE_AGENT_ENV = {
     "AGENT_AUDIO__AUTO_GAIN_CONTROL": "false",
@@ -41,9 +43,13 @@ inbound_trunks:
   - name: test-limits
     numbers: ["{SHORT_CALL}", "{SILENT_CALL}"]
     allowed_addresses: ["127.0.0.1/32"]
+  - name: test-secured
+    numbers: ["{SECURED_CALL}"]
+    auth_username: {TRUNK_USER}
+    auth_password: {TRUNK_PASSWORD}
 dispatch_rules:
   - name: test-calls
-    trunks: [test-inbound]
+    trunks: [test-inbound, test-secured]
     rule:
       dispatch_rule_individual: {{room_prefix: {room_prefix}}}
     room_config:

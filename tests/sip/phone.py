@@ -6,6 +6,7 @@ JSON lines on stdin; what happens comes back as JSON lines on stdout.
     {"cmd": "hangup"}      {"cmd": "quit"}
     {"cmd": "incoming", "mode": "answer"|"busy"|"ignore", "play": ..., "record": ...}
     {"cmd": "dial", ..., "line": true}     {"cmd": "say", "wav": "q.wav", "call": 0}
+    {"cmd": "login", "user": "u", "password": "p"}  (digest credentials for 401/407 challenges)
     {"cmd": "stats"}  -> stats {call, rx, tx, lost, jitter_max_ms} per call up (pjsua's RTCP counters)
 
 Events: ready {port}, state {call, state, code, reason}, dtmf {digit},
@@ -76,6 +77,7 @@ class Phone:
         # two phones on one range were seen to get each other's RTP (bench/phone_calls.py)
         acfg.mediaConfig.transportConfig.port = media_port
         acfg.mediaConfig.transportConfig.portRange = 1000
+        self.acfg = acfg
         self.acc = Account(self)
         self.acc.create(acfg)
         self.calls: dict[int, Call] = {}
@@ -240,6 +242,11 @@ def main() -> None:
                 if cmd.get("line"):
                     phone.lines[current.getId()] = None
                 emit(ev="dialing", call=current.getId())
+            elif name == "login":  # answers the next challenges (pjsua2 retries the INVITE itself)
+                phone.acfg.sipConfig.authCreds.clear()
+                if cmd["user"]:  # an empty user: no credentials any more
+                    phone.acfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", cmd["user"], 0, cmd["password"]))
+                phone.acc.modify(phone.acfg)
             elif name == "dtmf":
                 call = phone.calls.get(cmd.get("call", current.getId() if current else -1))
                 call.dialDtmf(cmd["digits"])

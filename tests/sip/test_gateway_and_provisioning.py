@@ -15,7 +15,7 @@ from livekit import api
 from devstack.sip import g711
 from devstack.sip.message import parse
 
-from .conftest import CALLED, SipWorld, run_agent_py, telephony_yaml
+from .conftest import CALLED, CALLER, SECURED_CALL, TRUNK_PASSWORD, TRUNK_USER, SipWorld, run_agent_py, telephony_yaml
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 
@@ -95,6 +95,43 @@ async def test_bad_invites_get_the_answers_a_carrier_expects(world: SipWorld):
     assert [s for s, _ in gw.rejected[-3:]] == [404, 404, 488]
 
 
+async def test_a_trunk_with_credentials_lets_in_only_a_phone_that_knows_them(world: SipWorld):
+    gw = world.gateway
+    # no credentials: the digest challenge livekit-sip sends
+    r = await exchange((gw.host, gw.port), invite(gw.address, to=SECURED_CALL, call_id="auth-1"))
+    assert r[-1].status == 407
+    challenge = r[-1].get("Proxy-Authenticate")
+    assert challenge.startswith("Digest ") and 'realm="LiveKit"' in challenge and "algorithm=MD5" in challenge
+    assert not gw.calls
+
+    phone = world.phone
+    try:
+        # a real phone answers the challenge: with a wrong password it is refused
+        phone.send(cmd="login", user=TRUNK_USER, password="not-" + TRUNK_PASSWORD)
+        m = phone.mark()
+        phone.send(cmd="dial", uri=world.uri_of(SECURED_CALL))
+        refused = await phone.wait_state("DISCONNECTED", since=m)
+        assert refused["code"] == 401 and gw.rejected[-1] == (401, "Unauthorized")
+
+        # with the right one it is put through, into a room of the trunk's rule
+        phone.send(cmd="login", user=TRUNK_USER, password=TRUNK_PASSWORD)
+        m = phone.mark()
+        phone.send(cmd="dial", uri=world.uri_of(SECURED_CALL))
+        answered = await phone.wait_state("CONFIRMED", since=m)
+        call = next(c for c in gw.calls.values() if c.sip_call_id == answered["sip_call_id"])
+        async with world.api() as lk:
+            trunks = (await lk.sip.list_inbound_trunk(api.ListSIPInboundTrunkRequest())).items
+            people = (await lk.room.list_participants(api.ListParticipantsRequest(room=call.room_name))).participants
+        secured = next(t for t in trunks if t.name == "test-secured")
+        [caller] = [p for p in people if p.kind == api.ParticipantInfo.SIP]
+        assert caller.identity == f"sip_{CALLER}" and caller.attributes["sip.trunkID"] == secured.sip_trunk_id
+        phone.send(cmd="hangup")
+        await phone.wait_state("DISCONNECTED", since=m)
+    finally:
+        phone.send(cmd="login", user="", password="")
+        await phone.idle()
+
+
 async def test_provisioning_is_idempotent_and_updates_in_place(world: SipWorld):
     # the fixture provisioned once: everything was created, and a second run changes nothing
     assert "create inbound trunk 'test-inbound'" in world.provisioned
@@ -139,6 +176,6 @@ async def test_a_malformed_telephony_file_is_one_clear_error(world: SipWorld):
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert str(bad) in lines[0] and "inbound_trunks[0].numbers[0] = 'call me'" in lines[0]
-    bad.write_text(telephony_yaml(world.phone.port).replace("trunks: [test-inbound]", "trunks: [nope]"))
+    bad.write_text(telephony_yaml(world.phone.port).replace("trunks: [test-inbound,", "trunks: [nope,"))
     rc, out, err = await run_agent_py(world.env, "sip", "provision", "--file", str(bad))
     assert rc == 2 and "dispatch_rules[0].trunks: 'nope' is not the name of an inbound trunk" in err
