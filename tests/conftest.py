@@ -51,11 +51,20 @@ def pytest_runtest_protocol(item, nextitem):
     if _RUN_ALONE not in item.config.stash:
         item.config.stash[_RUN_ALONE] = RunAlone(workerinput["testrunuid"])
     gate = item.config.stash[_RUN_ALONE]
-    gate.enter(_module(item), alone=_module(item).startswith(HEAVY))
+    # a heavy module holds the lock from its first setup to its last teardown; any other
+    # test only for itself, so a heavy module waits for one test, not for a whole module
+    alone = _module(item).startswith(HEAVY)
+    gate.enter(_module(item) if alone else item.nodeid, alone=alone)
     yield
-    if nextitem is None or _module(nextitem) != _module(item):  # its module fixtures are gone
+    if not alone or nextitem is None or _module(nextitem) != _module(item):
         gate.leave()
 
+
+
+def pytest_unconfigure(config):
+    gate = config.stash.get(_RUN_ALONE, None)
+    if gate is not None:
+        gate.close()
 
 
 @pytest.fixture
