@@ -58,14 +58,21 @@ class Call:
         self.last_response: SipMessage | None = None
         self.acked = asyncio.Event()
         self.cancelled = False
+        # while the gateway asks for a PIN: the keypad's digits (None: the call hung up), and
+        # the phone's audio goes nowhere; None once the caller is in a room
+        self.keypad: asyncio.Queue[str | None] | None = None
 
     # ------------------------------------------------------------------ media --
     def _phone_audio(self, pcm) -> None:
-        self.leg.phone_audio(pcm)
+        if self.keypad is None:
+            self.leg.phone_audio(pcm)
 
     def _phone_dtmf(self, digit: str) -> None:
         logger.info("call %s: phone pressed %s", self.sip_call_id, digit)
-        asyncio.get_running_loop().create_task(self.leg.phone_dtmf(digit))
+        if self.keypad is not None:
+            self.keypad.put_nowait(digit)
+        else:
+            asyncio.get_running_loop().create_task(self.leg.phone_dtmf(digit))
 
     async def set_status(self, status: str) -> None:
         self.status = status
@@ -103,6 +110,8 @@ class Call:
             return
         self.ended.set()
         self.end_reason = reason
+        if self.keypad is not None:
+            self.keypad.put_nowait(None)
         logger.info("call %s ends: %s", self.sip_call_id, reason)
         self.gw.forget(self)
         await self.set_status("hangup")

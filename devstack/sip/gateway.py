@@ -10,7 +10,8 @@ rule's room (sip.callStatus ringing) -> 200 with SDP -> ACK (active). Outbound
 trunk's address, 180 (ringing), 200 (active), or the SIP failure. Also: re-INVITE (same
 SDP), CANCEL (487), BYE, OPTIONS, REFER out with NOTIFY in (transfers), 481 for unknown
 dialogs, 400 for malformed requests, 404 / 488 as livekit-sip answers unmatched calls and
-calls with no common codec; 407 / 401 for a trunk with credentials (digest.py).
+calls with no common codec; 407 / 401 for a trunk with credentials (digest.py); a rule
+with a PIN answers first and asks for it (tones, prompts.py), as livekit-sip does.
 """
 
 from __future__ import annotations
@@ -28,11 +29,14 @@ from .digest import InviteAuth
 from .message import (ALLOW, SipMessage, SipParseError, missing_mandatory, new_branch, new_tag,
                       parse, response, tag_of, uri_of, user_of)
 from .room_leg import sip_token
-from .routing import NoMatch, SipStore, new_id
+from . import prompts
+from .prompts import PromptPlayer
+from .routing import NeedPin, NoMatch, SipStore, new_id
 
 logger = logging.getLogger("devstack.sip")
 
 T1 = 0.5
+PIN_TIMEOUT_S = 30.0  # between keypad digits while the gateway asks for a PIN
 
 
 class _Proto(asyncio.DatagramProtocol):
@@ -208,6 +212,7 @@ class SipGateway:
             return
         caller, called = user_of(uri_of(msg.get("From"))), user_of(uri_of(msg.uri))
         lk_call_id = new_id("SCL_")
+        disp = None  # stays None while the caller has a PIN to enter
         try:
             trunk = self.store.match_trunk(called, caller, addr[0])
             if trunk.auth_username and trunk.auth_password:  # as livekit-sip: before the rules
@@ -219,7 +224,8 @@ class SipGateway:
                     else:
                         self._reject(msg, addr, status, reason)
                     return
-            disp = self.store.dispatch(trunk, called=called, caller=caller, call_id=lk_call_id, host=self.host)
+            with contextlib.suppress(NeedPin):
+                disp = self.store.dispatch(trunk, called=called, caller=caller, call_id=lk_call_id, host=self.host)
         except NoMatch as e:
             self._reject(msg, addr, e.status, e.reason)
             return
@@ -234,34 +240,51 @@ class SipGateway:
         self.send(response(msg, 100), addr)
         dialog = Dialog(call_id=msg.call_id, local=f"{msg.get('To')};tag={tag}", remote=msg.get("From"),
                         remote_target=contact_target(msg, uri_of(msg.get("From"))), remote_addr=addr)
-        call = Call(self, dialog, direction="inbound", room_name=disp.room_name, identity=disp.identity)
+        call = Call(self, dialog, direction="inbound", room_name=disp.room_name if disp else "",
+                    identity=disp.identity if disp else "")
         call.lk_call_id, call.invite = lk_call_id, msg
         self.calls[msg.call_id] = call
         await call.rtp.open()
         call.local_sdp = sdp.build(self.host, call.rtp.port, [pt], offer.telephone_event)
         call.last_response = response(msg, 180, to_tag=tag, extra=[("Contact", f"<{self.contact_uri}>")])
         self.send(call.last_response, addr)
-        attributes = {**disp.attributes, "lk.sip.inviteTime": str(int(time.time() * 1000))}
-        token = sip_token(self.api_key, self.api_secret, room=disp.room_name, identity=disp.identity,
-                          name=disp.name, attributes=attributes, room_config=disp.rule.room_config)
-        try:
-            await call.leg.join(self.livekit_url, token)
-        except Exception as e:
-            logger.warning("call %s: joining room %s failed: %s", msg.call_id, disp.room_name, e)
-            self.forget(call)
+        if disp is None:  # answer first, then the PIN decides the rule and the room
+            call.keypad = asyncio.Queue()
+            call.rtp.start((offer.host or addr[0], offer.port), pt, offer.telephone_event)
+            if await self._answer(call, msg, addr, tag):
+                await self._join_with_pin(call, trunk, called=called, caller=caller)
+            return
+        if not await self._join(call, disp):
             self.send(response(msg, 503, "Service Unavailable", to_tag=tag), addr)
-            await call.rtp.close()
-            await call.leg.leave()
             return
         if self.ringing_s:
             await asyncio.sleep(self.ringing_s)
         if call.cancelled:
             return
         call.rtp.start((offer.host or addr[0], offer.port), pt, offer.telephone_event)
+        await self._answer(call, msg, addr, tag)
+
+    async def _join(self, call: Call, disp) -> bool:
+        """The caller into the rule's room as a participant of kind SIP."""
+        call.room_name, call.identity = disp.room_name, disp.identity
+        attributes = {**disp.attributes, "lk.sip.inviteTime": str(int(time.time() * 1000))}
+        token = sip_token(self.api_key, self.api_secret, room=disp.room_name, identity=disp.identity,
+                          name=disp.name, attributes=attributes, room_config=disp.rule.room_config)
+        try:
+            await call.leg.join(self.livekit_url, token)
+            return True
+        except Exception as e:
+            logger.warning("call %s: joining room %s failed: %s", call.sip_call_id, disp.room_name, e)
+            self.forget(call)
+            await call.rtp.close()
+            await call.leg.leave()
+            return False
+
+    async def _answer(self, call: Call, msg: SipMessage, addr: tuple, tag: str) -> bool:
+        """200 OK, retransmitted (T1 doubling up to 4 s) until the ACK; False if none came."""
         ok = response(msg, 200, to_tag=tag, body=call.local_sdp,
                       extra=[("Contact", f"<{self.contact_uri}>"), ("Allow", ALLOW)])
         call.last_response = ok
-        # 2xx retransmitted (T1 doubling up to 4 s) until the ACK
         interval = T1
         for _ in range(7):
             self.send(ok, addr)
@@ -272,6 +295,47 @@ class SipGateway:
             interval = min(interval * 2, 4.0)
         if not call.acked.is_set():
             await call.hangup("no ACK for 200 OK", send_bye=not call.ended.is_set())
+            return False
+        return True
+
+    async def _join_with_pin(self, call: Call, trunk, *, called: str, caller: str) -> None:
+        """livekit-sip's PIN prompt: ask, gather keypad digits up to '#' (16 at most), then
+        the rule of that PIN puts the caller in its room; a wrong PIN is told and hung up."""
+        prompt = PromptPlayer()
+        call.rtp.pull = prompt.pull
+        prompt.play(prompts.ENTER_PIN)
+        pin, disp = "", None
+        try:
+            while True:
+                digit = await asyncio.wait_for(call.keypad.get(), PIN_TIMEOUT_S)
+                if digit is None:  # the caller hung up
+                    return
+                if digit != "#":
+                    pin += digit
+                    if len(pin) <= 16:
+                        continue
+                with contextlib.suppress(NoMatch, NeedPin):
+                    disp = self.store.dispatch(trunk, called=called, caller=caller, call_id=call.lk_call_id,
+                                               host=self.host, pin=pin)
+                break
+        except asyncio.TimeoutError:
+            pass
+        if disp is None:
+            logger.info("call %s: no PIN or a wrong one", call.sip_call_id)
+            prompt.play(prompts.WRONG_PIN)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(prompt.played(), 5)
+            await call.hangup("wrong pin")
+            return
+        prompt.play(prompts.ROOM_JOIN)
+        if not await self._join(call, disp):
+            await call.hangup("joining the room failed")
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(prompt.played(), 5)
+        call.rtp.pull = call.leg.pull
+        call.keypad = None  # digits go to the room from here on
+        await call.set_status("active")
 
     async def _on_reinvite(self, call: Call, msg: SipMessage, addr: tuple) -> None:
         first = call.invite

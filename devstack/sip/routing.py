@@ -34,6 +34,10 @@ class NoMatch(Exception):
         self.status, self.reason = status, reason
 
 
+class NeedPin(Exception):
+    """The rules that take this call all want a PIN: livekit-sip answers and asks for it."""
+
+
 @dataclass
 class Dispatch:
     trunk: proto_sip.SIPInboundTrunkInfo
@@ -67,7 +71,11 @@ class SipStore:
             return default[0]
         raise NoMatch(404, "Does not match any SIP Trunks")
 
-    def match_rule(self, trunk_id: str, called: str, caller: str) -> proto_sip.SIPDispatchRuleInfo:
+    def match_rule(self, trunk_id: str, called: str, caller: str,
+                   pin: str | None = None) -> proto_sip.SIPDispatchRuleInfo:
+        """The rule for a call: the trunk's own rules before the rules of every trunk; of
+        those, one without a PIN, else NeedPin. With the PIN the caller entered (`pin`),
+        the rule of that PIN, else NoMatch."""
         def fits(r: proto_sip.SIPDispatchRuleInfo) -> bool:
             if r.inbound_numbers and caller not in r.inbound_numbers:
                 return False
@@ -75,17 +83,24 @@ class SipStore:
 
         specific = [r for r in self.rules.values() if trunk_id in r.trunk_ids and fits(r)]
         default = [r for r in self.rules.values() if not r.trunk_ids and fits(r)]
-        for group in (specific, default):
-            # a rule with a PIN needs the caller to enter it: not offered by this stand-in
-            usable = [r for r in group if not _pin(r)]
-            if usable:
-                return usable[0]
-        raise NoMatch(404, "Does not match Trunks or Dispatch Rules")
+        group = specific or default
+        if not group:
+            raise NoMatch(404, "Does not match Trunks or Dispatch Rules")
+        if pin is None:
+            open_rules = [r for r in group if not _pin(r)]
+            if open_rules:
+                return open_rules[0]
+            raise NeedPin()
+        for r in group:
+            if _pin(r) == pin:
+                return r
+        raise NoMatch(403, "Wrong PIN")
 
     def dispatch(self, trunk: proto_sip.SIPInboundTrunkInfo, *, called: str, caller: str, call_id: str,
-                 host: str) -> Dispatch:
-        """The room and identity for a call the trunk (match_trunk) took, by its rule."""
-        rule = self.match_rule(trunk.sip_trunk_id, called, caller)
+                 host: str, pin: str | None = None) -> Dispatch:
+        """The room and identity for a call the trunk (match_trunk) took, by its rule
+        (match_rule: NeedPin when the caller must enter a PIN first)."""
+        rule = self.match_rule(trunk.sip_trunk_id, called, caller, pin)
         kind = rule.rule.WhichOneof("rule")
         if kind == "dispatch_rule_direct":
             room = rule.rule.dispatch_rule_direct.room_name

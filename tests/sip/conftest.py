@@ -27,6 +27,7 @@ SHORT_CALL = "+15550101"
 SILENT_CALL = "+15550102"
 SECURED_CALL = "+15550103"  # a trunk with credentials: digest authentication at the gateway
 TRUNK_USER, TRUNK_PASSWORD = "carrier-7", "s3cret-trunk"
+PIN_CALL, ROOM_PIN = "+15550104", "4321"  # a rule that asks the caller for a PIN
 
 PHONE_AGENT_ENV = {
     "AGENT_AUDIO__AUTO_GAIN_CONTROL": "false",
@@ -47,6 +48,9 @@ inbound_trunks:
     numbers: ["{SECURED_CALL}"]
     auth_username: {TRUNK_USER}
     auth_password: {TRUNK_PASSWORD}
+  - name: test-pin
+    numbers: ["{PIN_CALL}"]
+    allowed_addresses: ["127.0.0.1/32"]
 dispatch_rules:
   - name: test-calls
     trunks: [test-inbound, test-secured]
@@ -68,6 +72,12 @@ dispatch_rules:
       dispatch_rule_individual: {{room_prefix: silent}}
     room_config:
       agents: [{{agent_name: gemini-agent, metadata: '{{"phone": {{"silence_timeout_s": 3}}}}'}}]
+  - name: test-pin-calls
+    trunks: [test-pin]
+    rule:
+      dispatch_rule_individual: {{room_prefix: pin, pin: "{ROOM_PIN}"}}
+    room_config:
+      agents: [{{agent_name: gemini-agent}}]
 outbound_trunks:
   - name: test-outbound
     address: 127.0.0.1:{phone_port}

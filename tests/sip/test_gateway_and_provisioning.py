@@ -15,7 +15,9 @@ from livekit import api
 from devstack.sip import g711
 from devstack.sip.message import parse
 
-from .conftest import CALLED, CALLER, SECURED_CALL, TRUNK_PASSWORD, TRUNK_USER, SipWorld, run_agent_py, telephony_yaml
+from ..support.audio import dominant_frequency
+from .conftest import (CALLED, CALLER, PIN_CALL, ROOM_PIN, SECURED_CALL, TRUNK_PASSWORD, TRUNK_USER, SipWorld,
+                       read_recording, run_agent_py, telephony_yaml)
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 
@@ -132,6 +134,68 @@ async def test_a_trunk_with_credentials_lets_in_only_a_phone_that_knows_them(wor
         await phone.idle()
 
 
+def loud_parts(pcm: np.ndarray, rate: int = 8000) -> list[np.ndarray]:
+    """The stretches of a recording louder than a quiet line, split at 50 ms of quiet."""
+    win = rate // 100
+    loud = [int(np.abs(pcm[i:i + win].astype(np.int32)).max(initial=0)) > 2000 for i in range(0, len(pcm), win)]
+    parts, start, quiet = [], None, 0
+    for k, is_loud in enumerate(loud + [False] * 6):
+        if is_loud:
+            start, quiet = (k if start is None else start), 0
+        elif start is not None:
+            quiet += 1
+            if quiet >= 5:
+                parts.append(pcm[start * win:(k - quiet + 1) * win])
+                start, quiet = None, 0
+    return parts
+
+
+async def pin_call(world: SipWorld, digits: str, record) -> tuple[int, dict]:
+    """Dial the PIN rule's number and, once the prompt has played, type `digits`."""
+    m = world.phone.mark()
+    world.phone.send(cmd="dial", uri=world.uri_of(PIN_CALL), record=str(record))
+    answered = await world.phone.wait_state("CONFIRMED", since=m)
+    await asyncio.sleep(1.0)  # the prompt plays
+    world.phone.send(cmd="dtmf", call=answered["call"], digits=digits)
+    return m, answered
+
+
+async def test_a_rule_with_a_pin_asks_for_it_and_takes_only_the_right_one(world: SipWorld):
+    phone = world.phone
+    async with world.api() as lk:
+        [rule] = [r for r in (await lk.sip.list_dispatch_rule(api.ListSIPDispatchRuleRequest())).items
+                  if r.name == "test-pin-calls"]
+
+        async def pin_rooms() -> list[str]:
+            return [r.name for r in (await lk.room.list_rooms(api.ListRoomsRequest())).rooms if r.name.startswith("pin_")]
+
+        try:
+            # a wrong PIN: the prompt's two beeps, the wrong-PIN tone, and the gateway hangs up
+            m, _ = await pin_call(world, "1111#", world.tmp / "pin-wrong.wav")
+            await phone.wait_state("DISCONNECTED", since=m, timeout=15)
+            parts = loud_parts(read_recording(world.tmp / "pin-wrong.wav"))
+            assert [round(dominant_frequency(p, 8000), -1) for p in parts] == [440, 440, 300]
+            assert await pin_rooms() == []
+
+            # the right PIN: the caller joins the room of the PIN's rule
+            m, answered = await pin_call(world, ROOM_PIN + "#", world.tmp / "pin-right.wav")
+            for _ in range(100):
+                if rooms := await pin_rooms():
+                    break
+                await asyncio.sleep(0.1)
+            [room] = rooms
+            people = (await lk.room.list_participants(api.ListParticipantsRequest(room=room))).participants
+            [caller] = [p for p in people if p.kind == api.ParticipantInfo.SIP]
+            assert caller.identity == f"sip_{CALLER}" and caller.attributes["sip.ruleID"] == rule.sip_dispatch_rule_id
+            phone.send(cmd="hangup")
+            await phone.wait_state("DISCONNECTED", since=m)
+            # it heard the prompt, then the join beep
+            parts = loud_parts(read_recording(world.tmp / "pin-right.wav"))
+            assert [round(dominant_frequency(p, 8000), -1) for p in parts[:3]] == [440, 440, 660]
+        finally:
+            await phone.idle()
+
+
 async def test_provisioning_is_idempotent_and_updates_in_place(world: SipWorld):
     # the fixture provisioned once: everything was created, and a second run changes nothing
     assert "create inbound trunk 'test-inbound'" in world.provisioned
@@ -154,7 +218,7 @@ async def test_provisioning_is_idempotent_and_updates_in_place(world: SipWorld):
         assert rc == 0 and out.strip() == f"update dispatch rule 'test-calls' ({before.sip_dispatch_rule_id}): rule"
         async with world.api() as lk:
             after = (await lk.sip.list_dispatch_rule(api.ListSIPDispatchRuleRequest())).items
-        assert len(after) == 3
+        assert len(after) == 4
         after = next(r for r in after if r.name == "test-calls")
         assert after.sip_dispatch_rule_id == before.sip_dispatch_rule_id
         assert after.rule.dispatch_rule_individual.room_prefix == "phone"
