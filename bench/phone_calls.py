@@ -307,10 +307,16 @@ async def own_process_stack(workdir: Path, n_calls: int):
 
     base = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "GOOGLE_", "AGENT_"))}
     base["PYTHONPATH"] = str(ROOT)
-    servers, env = await start_servers(workdir, base, livekit_args=("--sip-port", "0"))
+    from capacity import ServerProcess
+
+    servers, env = await start_servers(workdir, base)
     worker = None
     try:
-        sip_address = re.search(r"sip=(\S+)", servers["livekit"].ready_line).group(1)
+        # the SIP gateway in a process of its own, as livekit-sip beside livekit-server
+        servers["sip"] = ServerProcess("sip", ["-m", "devstack.sip", "--livekit", env["LIVEKIT_URL"], "--api-key",
+                                               env["LIVEKIT_API_KEY"], "--api-secret", env["LIVEKIT_API_SECRET"],
+                                               "--port", "0"], workdir / "sip.log", base)
+        sip_address = re.search(r"sip=(\S+)", await servers["sip"].start()).group(1)
         tel = workdir / "sip.yaml"
         tel.write_text(telephony_yaml())
         env = {**env, "AGENT_PHONE__TELEPHONY_FILE": str(tel)}
@@ -332,7 +338,7 @@ async def own_process_stack(workdir: Path, n_calls: int):
             if proc.returncode is not None or time.monotonic() > deadline:
                 raise SystemExit(f"the worker did not start:\n{worker.log_tail()}")
             await asyncio.sleep(0.2)
-        yield env, sip_address, {"livekit + SIP gateway": servers["livekit"].proc.pid,
+        yield env, sip_address, {"livekit": servers["livekit"].proc.pid, "SIP gateway": servers["sip"].proc.pid,
                                  "offline Gemini": servers["gemini"].proc.pid, "agent worker": proc.pid}
     finally:
         if worker is not None:

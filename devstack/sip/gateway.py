@@ -64,6 +64,9 @@ class SipGateway:
         self.calls: dict[str, Call] = {}
         self.rejected: list[tuple[int, str]] = []  # (status, reason) of refused INVITEs, newest last
         self.auth = InviteAuth()
+        # awaited before a new call is routed: a store in another process refreshes itself
+        self.before_invite = None
+        self._refreshing: set[str] = set()  # Call-IDs of INVITEs waiting for it
         self._transport: asyncio.DatagramTransport | None = None
         self._tx: dict[tuple[str, int, str], _ClientTx] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -212,6 +215,18 @@ class SipGateway:
             return
         caller, called = user_of(uri_of(msg.get("From"))), user_of(uri_of(msg.uri))
         lk_call_id = new_id("SCL_")
+        if self.before_invite is not None:
+            if msg.call_id in self._refreshing:
+                return  # a retransmission of an INVITE still being routed
+            self._refreshing.add(msg.call_id)
+            try:
+                await self.before_invite()
+            except Exception as e:
+                logger.warning("INVITE %s: the trunks and rules could not be read: %s", msg.call_id, e)
+                self._reject(msg, addr, 503, "Service Unavailable")
+                return
+            finally:
+                self._refreshing.discard(msg.call_id)
         disp = None  # stays None while the caller has a PIN to enter
         try:
             trunk = self.store.match_trunk(called, caller, addr[0])
