@@ -20,8 +20,9 @@ from devstack.stack import ROOT
 from devstack.sip.message import parse
 
 from ..support.audio import dominant_frequency
+from .client import PhoneProcess
 from .conftest import (CALLED, CALLER, PIN_CALL, ROOM_PIN, SECURED_CALL, TRUNK_PASSWORD, TRUNK_USER, SipWorld,
-                       read_recording, run_agent_py, telephony_yaml)
+                       _free_udp_port, read_recording, run_agent_py, telephony_yaml)
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 
@@ -110,7 +111,9 @@ async def test_a_trunk_with_credentials_lets_in_only_a_phone_that_knows_them(wor
     assert challenge.startswith("Digest ") and 'realm="LiveKit"' in challenge and "algorithm=MD5" in challenge
     assert not gw.calls
 
-    phone = world.phone
+    # a phone of its own: after the shared phone had logged in here, its later calls
+    # sometimes got no answer at all (stuck in CALLING; the cause is not established)
+    phone = await PhoneProcess(_free_udp_port(), media_port=44000).start()
     try:
         # a real phone answers the challenge: with a wrong password it is refused
         phone.send(cmd="login", user=TRUNK_USER, password="not-" + TRUNK_PASSWORD)
@@ -134,8 +137,7 @@ async def test_a_trunk_with_credentials_lets_in_only_a_phone_that_knows_them(wor
         phone.send(cmd="hangup")
         await phone.wait_state("DISCONNECTED", since=m)
     finally:
-        phone.send(cmd="login", user="", password="")
-        await phone.idle()
+        await phone.stop()
 
 
 def loud_parts(pcm: np.ndarray, rate: int = 8000) -> list[np.ndarray]:
