@@ -28,7 +28,6 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / ".artifacts"
 # (0.45-0.69 against 0.8): a phone greeting twice, and a room reply beside the meeting.
 HEAVY = ("tests/browser/test_web_client.py", "tests/ops/test_scale_out.py", "tests/sip/", "tests/meeting/")
 
-
 _RUN_ALONE = pytest.StashKey[RunAlone]()
 
 
@@ -58,7 +57,6 @@ def pytest_runtest_protocol(item, nextitem):
     yield
     if not alone or nextitem is None or _module(nextitem) != _module(item):
         gate.leave()
-
 
 
 def pytest_unconfigure(config):

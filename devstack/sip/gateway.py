@@ -28,9 +28,8 @@ from .call import Call, Dialog, SipFailure, contact_target, sipfrag_status
 from .digest import InviteAuth
 from .message import (ALLOW, SipMessage, SipParseError, missing_mandatory, new_branch, new_tag,
                       parse, response, tag_of, uri_of, user_of)
+from .prompts import ENTER_PIN, ROOM_JOIN, WRONG_PIN, PromptPlayer
 from .room_leg import sip_token
-from . import prompts
-from .prompts import PromptPlayer
 from .routing import NeedPin, NoMatch, SipStore, new_id
 
 logger = logging.getLogger("devstack.sip")
@@ -290,9 +289,7 @@ class SipGateway:
             return True
         except Exception as e:
             logger.warning("call %s: joining room %s failed: %s", call.sip_call_id, disp.room_name, e)
-            self.forget(call)
-            await call.rtp.close()
-            await call.leg.leave()
+            await call.hangup("joining the room failed")  # BYE only if the call was answered
             return False
 
     async def _answer(self, call: Call, msg: SipMessage, addr: tuple, tag: str) -> bool:
@@ -318,7 +315,7 @@ class SipGateway:
         the rule of that PIN puts the caller in its room; a wrong PIN is told and hung up."""
         prompt = PromptPlayer()
         call.rtp.pull = prompt.pull
-        prompt.play(prompts.ENTER_PIN)
+        prompt.play(ENTER_PIN)
         pin, disp = "", None
         try:
             while True:
@@ -337,14 +334,13 @@ class SipGateway:
             pass
         if disp is None:
             logger.info("call %s: no PIN or a wrong one", call.sip_call_id)
-            prompt.play(prompts.WRONG_PIN)
+            prompt.play(WRONG_PIN)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(prompt.played(), 5)
             await call.hangup("wrong pin")
             return
-        prompt.play(prompts.ROOM_JOIN)
+        prompt.play(ROOM_JOIN)
         if not await self._join(call, disp):
-            await call.hangup("joining the room failed")
             return
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(prompt.played(), 5)

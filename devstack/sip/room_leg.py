@@ -19,7 +19,6 @@ from .rtp import RATE, SAMPLES, digit_code
 logger = logging.getLogger("devstack.sip.room")
 
 
-
 def sip_token(api_key: str, api_secret: str, *, room: str, identity: str, name: str,
               attributes: dict[str, str], room_config: api.RoomConfiguration | None) -> str:
     """What livekit-server mints for livekit-sip: kind SIP, 24 h, the rule's room config."""
