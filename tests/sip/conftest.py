@@ -145,6 +145,14 @@ class SipWorld:
         lk = self.stack.livekit
         return api.LiveKitAPI(lk.http_url, lk.api_key, lk.api_secret)
 
+    async def rooms(self) -> dict[str, list]:
+        """Each room's name and its participants."""
+        async with self.api() as lk:
+            out = {}
+            for r in (await lk.room.list_rooms(api.ListRoomsRequest())).rooms:
+                out[r.name] = list((await lk.room.list_participants(api.ListParticipantsRequest(room=r.name))).participants)
+            return out
+
     def gemini_sessions(self, since: int) -> list:
         return self.stack.gemini.sessions[since:]
 

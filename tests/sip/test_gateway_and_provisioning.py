@@ -52,6 +52,12 @@ def invite(gw: str, *, to: str = CALLED, codecs: str = "0 8 101", call_id: str =
     return ("INVITE sip:%s@%s SIP/2.0\r\n" % (to, gw) + "\r\n".join(headers) + "\r\n\r\n" + sdp).encode()
 
 
+def sip_caller(people: list) -> api.ParticipantInfo:
+    """The one participant of kind SIP among a room's participants."""
+    [caller] = [p for p in people if p.kind == api.ParticipantInfo.SIP]
+    return caller
+
+
 async def exchange(gw_addr: tuple[str, int], data: bytes, *, source: str = "127.0.0.1",
                    timeout: float = 3.0) -> list:
     """Send one datagram from `source`; the final responses that come back."""
@@ -130,9 +136,8 @@ async def test_a_trunk_with_credentials_lets_in_only_a_phone_that_knows_them(wor
         call = next(c for c in gw.calls.values() if c.sip_call_id == answered["sip_call_id"])
         async with world.api() as lk:
             trunks = (await lk.sip.list_inbound_trunk(api.ListSIPInboundTrunkRequest())).items
-            people = (await lk.room.list_participants(api.ListParticipantsRequest(room=call.room_name))).participants
         secured = next(t for t in trunks if t.name == "test-secured")
-        [caller] = [p for p in people if p.kind == api.ParticipantInfo.SIP]
+        caller = sip_caller((await world.rooms())[call.room_name])
         assert caller.identity == f"sip_{CALLER}" and caller.attributes["sip.trunkID"] == secured.sip_trunk_id
         phone.send(cmd="hangup")
         await phone.wait_state("DISCONNECTED", since=m)
@@ -181,34 +186,33 @@ async def test_a_rule_with_a_pin_asks_for_it_and_takes_only_the_right_one(world:
         [rule] = [r for r in (await lk.sip.list_dispatch_rule(api.ListSIPDispatchRuleRequest())).items
                   if r.name == "test-pin-calls"]
 
-        async def pin_rooms() -> list[str]:
-            return [r.name for r in (await lk.room.list_rooms(api.ListRoomsRequest())).rooms if r.name.startswith("pin_")]
+    async def pin_rooms() -> dict[str, list]:
+        return {name: people for name, people in (await world.rooms()).items() if name.startswith("pin_")}
 
-        try:
-            # a wrong PIN: the prompt's two beeps, the wrong-PIN tone, and the gateway hangs up
-            m, _ = await pin_call(world, "1111#", world.tmp / "pin-wrong.wav")
-            await phone.wait_state("DISCONNECTED", since=m, timeout=15)
-            parts = loud_parts(read_recording(world.tmp / "pin-wrong.wav"))
-            assert near(pitches(parts), [440, 440, 300]), pitches(parts)
-            assert await pin_rooms() == []
+    try:
+        # a wrong PIN: the prompt's two beeps, the wrong-PIN tone, and the gateway hangs up
+        m, _ = await pin_call(world, "1111#", world.tmp / "pin-wrong.wav")
+        await phone.wait_state("DISCONNECTED", since=m, timeout=15)
+        parts = loud_parts(read_recording(world.tmp / "pin-wrong.wav"))
+        assert near(pitches(parts), [440, 440, 300]), pitches(parts)
+        assert await pin_rooms() == {}
 
-            # the right PIN: the caller joins the room of the PIN's rule
-            m, answered = await pin_call(world, ROOM_PIN + "#", world.tmp / "pin-right.wav")
-            for _ in range(100):
-                if rooms := await pin_rooms():
-                    break
-                await asyncio.sleep(0.1)
-            [room] = rooms
-            people = (await lk.room.list_participants(api.ListParticipantsRequest(room=room))).participants
-            [caller] = [p for p in people if p.kind == api.ParticipantInfo.SIP]
-            assert caller.identity == f"sip_{CALLER}" and caller.attributes["sip.ruleID"] == rule.sip_dispatch_rule_id
-            phone.send(cmd="hangup")
-            await phone.wait_state("DISCONNECTED", since=m)
-            # it heard the prompt, then the join beep
-            parts = loud_parts(read_recording(world.tmp / "pin-right.wav"))
-            assert near(pitches(parts[:3]), [440, 440, 660]), pitches(parts)
-        finally:
-            await phone.idle()
+        # the right PIN: the caller joins the room of the PIN's rule
+        m, answered = await pin_call(world, ROOM_PIN + "#", world.tmp / "pin-right.wav")
+        for _ in range(100):
+            if rooms := await pin_rooms():
+                break
+            await asyncio.sleep(0.1)
+        [people] = rooms.values()
+        caller = sip_caller(people)
+        assert caller.identity == f"sip_{CALLER}" and caller.attributes["sip.ruleID"] == rule.sip_dispatch_rule_id
+        phone.send(cmd="hangup")
+        await phone.wait_state("DISCONNECTED", since=m)
+        # it heard the prompt, then the join beep
+        parts = loud_parts(read_recording(world.tmp / "pin-right.wav"))
+        assert near(pitches(parts[:3]), [440, 440, 660]), pitches(parts)
+    finally:
+        await phone.idle()
 
 
 async def test_the_gateway_in_a_process_of_its_own_routes_by_the_servers_trunks_and_rules(world: SipWorld):
@@ -226,17 +230,15 @@ async def test_the_gateway_in_a_process_of_its_own_routes_by_the_servers_trunks_
         r = await exchange((host, int(port)), invite(address, to="+15550777", call_id="own-1"))
         assert (r[-1].status, r[-1].reason) == (404, "Does not match any SIP Trunks")
 
+        before = set(await world.rooms())
+        # the provisioned number: answered once the caller is in a room of the rule
+        r = await exchange((host, int(port)), invite(address, call_id="own-2"), timeout=20)
+        assert r[-1].status == 200 and b"m=audio" in r[-1].body
+        [(room, people)] = [(name, people) for name, people in (await world.rooms()).items() if name not in before]
         async with world.api() as client:
-            before = {r.name for r in (await client.room.list_rooms(api.ListRoomsRequest())).rooms}
-            # the provisioned number: answered once the caller is in a room of the rule
-            r = await exchange((host, int(port)), invite(address, call_id="own-2"), timeout=20)
-            assert r[-1].status == 200 and b"m=audio" in r[-1].body
             [trunk] = [t for t in (await client.sip.list_inbound_trunk(api.ListSIPInboundTrunkRequest())).items
                        if t.name == "test-inbound"]
-            [room] = [r.name for r in (await client.room.list_rooms(api.ListRoomsRequest())).rooms
-                      if r.name not in before]
-            people = (await client.room.list_participants(api.ListParticipantsRequest(room=room))).participants
-            [caller] = [p for p in people if p.kind == api.ParticipantInfo.SIP]
+            caller = sip_caller(people)
             assert caller.identity == "sip_+15550999" and caller.attributes["sip.trunkID"] == trunk.sip_trunk_id
             assert not world.gateway.calls  # the call is the other gateway's
             await client.room.delete_room(api.DeleteRoomRequest(room=room))

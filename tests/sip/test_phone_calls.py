@@ -38,14 +38,6 @@ async def until(pred, what: str, timeout: float = 60.0):
         raise AssertionError(f"timed out waiting for {what}") from None
 
 
-async def rooms(world: SipWorld) -> dict[str, list]:
-    async with world.api() as lk:
-        out = {}
-        for r in (await lk.room.list_rooms(api.ListRoomsRequest())).rooms:
-            out[r.name] = list((await lk.room.list_participants(api.ListParticipantsRequest(room=r.name))).participants)
-        return out
-
-
 def said(history: list[dict], role: str = "user") -> str:
     return " | ".join(h.get("text", "") for h in history if h.get("role") == role)
 
@@ -103,7 +95,7 @@ async def test_caller_hears_greeting_then_the_echo_of_its_question(world: SipWor
     room = await until(lambda: world.gateway.calls and next(iter(world.gateway.calls.values())).room_name,
                        "the call's room")
     for _ in range(300):  # the agent the rule dispatched joins
-        present = await rooms(world)
+        present = await world.rooms()
         if any(p.kind == api.ParticipantInfo.Kind.AGENT for p in present.get(room, [])):
             break
         await asyncio.sleep(0.2)
