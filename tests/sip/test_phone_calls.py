@@ -94,9 +94,13 @@ async def test_caller_hears_greeting_then_the_echo_of_its_question(world: SipWor
     # the room: a SIP participant as LiveKit's SIP service makes it, and the rule's agent
     room = await until(lambda: world.gateway.calls and next(iter(world.gateway.calls.values())).room_name,
                        "the call's room")
-    for _ in range(300):  # the agent the rule dispatched joins
+    # the agent the rule dispatched joins, and the answered call's status (sent on the ACK)
+    # reaches the room: the agent, dispatched when the caller joined, can be there first
+    for _ in range(300):
         present = await world.rooms()
-        if any(p.kind == api.ParticipantInfo.Kind.AGENT for p in present.get(room, [])):
+        people = present.get(room, [])
+        if any(p.kind == api.ParticipantInfo.Kind.AGENT for p in people) and any(
+                p.attributes.get("sip.callStatus") == "active" for p in people):
             break
         await asyncio.sleep(0.2)
     assert room.startswith(f"call_{CALLER}_")
